@@ -1,0 +1,1 @@
+"""Data: xarray/NetCDF datasets, normalisers and Lightning DataModules."""
