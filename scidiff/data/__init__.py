@@ -1,1 +1,5 @@
-"""Data: xarray/NetCDF datasets, normalisers and Lightning DataModules."""
+"""Data: xarray/NetCDF datasets, generators, Lightning DataModules. Imports xarray/Lightning on use."""
+
+from .netcdf import write_netcdf
+
+__all__ = ["write_netcdf"]

@@ -1,0 +1,128 @@
+"""A LightningDataModule over xarray Datasets (NetCDF/Zarr on disk, in memory, or generated)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def dataset_to_tensor(ds, variables: list[str], sample_dim: str = "sample") -> torch.Tensor:
+    """Stack ``variables`` as channels: ``(N, C, *spatial)``, with clear errors for what cannot be stacked."""
+    missing = [v for v in variables if v not in ds.data_vars]
+    if missing:
+        raise KeyError(f"variable(s) {missing} not in the dataset; it has {sorted(ds.data_vars)}")
+    dims = {v: ds[v].dims for v in variables}
+    first = dims[variables[0]]
+    if sample_dim not in first:
+        raise ValueError(f"variable {variables[0]!r} has dims {first}; expected a {sample_dim!r} dimension")
+    if any(d != first for d in dims.values()):
+        raise ValueError(f"variables to stack as channels must share dims; got {dims}")
+    arrays = [np.asarray(ds[v].transpose(sample_dim, ...).values, dtype=np.float32) for v in variables]
+    data = torch.from_numpy(np.stack(arrays, axis=1))
+    bad = ~torch.isfinite(data)
+    if bad.any():
+        per_var = {v: int(bad[:, i].sum()) for i, v in enumerate(variables) if bad[:, i].any()}
+        raise ValueError(f"the dataset contains NaN/inf values: {per_var} (clean or mask them before training)")
+    return data
+
+
+class FieldDataModule(pl.LightningDataModule):
+    """Fields from an xarray Dataset as ``(N, C, *spatial)`` tensors, standardised per channel.
+
+    Args:
+        path: a NetCDF file (``.nc``) or Zarr store; or ``None`` with ``generate``.
+        variables: data variables stacked as channels.
+        generate: ``{"name": "grf", ...kwargs}`` to build the dataset in memory with a registered generator.
+        val_fraction: share of samples held out (split with ``seed``).
+        normalize: standardise each channel with the training split's mean and std; the statistics are
+            copied into the prior at fit start, so samples come back in physical units.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        variables: list[str] | None = None,
+        generate: dict[str, Any] | None = None,
+        sample_dim: str = "sample",
+        val_fraction: float = 0.1,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+        normalize: bool = True,
+    ):
+        super().__init__()
+        if (path is None) == (generate is None):
+            raise ValueError("give exactly one of `path` (a NetCDF/Zarr file) or `generate` (a generator spec)")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
+        self.path, self.generate_spec = path, dict(generate) if generate else None
+        self.variables = list(variables or ["u"])
+        self.sample_dim, self.val_fraction = sample_dim, val_fraction
+        self.batch_size, self.num_workers, self.seed, self.normalize = batch_size, num_workers, seed, normalize
+        self._data: torch.Tensor | None = None
+        self.norm_mean = self.norm_std = None
+
+    def _load(self):
+        import xarray as xr
+
+        from .synthetic import generate
+
+        if self.generate_spec is not None:
+            spec = dict(self.generate_spec)
+            return generate(spec.pop("name"), **spec)
+        path = Path(self.path)
+        if not path.exists():
+            raise FileNotFoundError(f"no dataset at {path}")
+        if path.suffix == ".zarr" or path.is_dir():
+            return xr.open_zarr(path)
+        return xr.open_dataset(path)
+
+    @property
+    def data(self) -> torch.Tensor:
+        if self._data is None:
+            ds = self._load()
+            try:
+                self._data = dataset_to_tensor(ds, self.variables, self.sample_dim)
+            finally:
+                ds.close()
+        return self._data
+
+    @property
+    def event_shape(self) -> list[int]:
+        """``[C, *spatial]`` of one sample: link it to the prior's ``shape``."""
+        return list(self.data.shape[1:])
+
+    def setup(self, stage: str | None = None) -> None:
+        data = self.data
+        n = data.shape[0]
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        n_val = int(round(self.val_fraction * n))
+        train, val = data[perm[n_val:]], data[perm[:n_val]]
+        if len(train) == 0:
+            raise ValueError(f"no training samples left: {n} samples with val_fraction={self.val_fraction}")
+        reduce = [0, *range(2, data.ndim)]
+        if self.normalize:
+            self.norm_mean, self.norm_std = train.mean(reduce), train.std(reduce).clamp_min(1e-12)
+        else:
+            self.norm_mean, self.norm_std = torch.zeros(data.shape[1]), torch.ones(data.shape[1])
+        shape = (1, -1, *([1] * (data.ndim - 2)))
+        self.train_set = TensorDataset((train - self.norm_mean.reshape(shape)) / self.norm_std.reshape(shape))
+        self.val_set = TensorDataset((val - self.norm_mean.reshape(shape)) / self.norm_std.reshape(shape))
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers, generator=g)
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, False) if len(self.val_set) else []
+
+    def predict_dataloader(self):
+        return self._loader(self.val_set if len(self.val_set) else self.train_set, False)

@@ -1,0 +1,127 @@
+"""Safe files: checkpoints load with ``weights_only=True`` and shareable weights are safetensors.
+
+Nothing here unpickles arbitrary objects: a checkpoint that needs code to load is refused with a clear
+error, and a safetensors file carries its configuration as JSON metadata that is validated before use.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT = "scidiff.prior"
+FORMAT_VERSION = "1"
+
+
+class UnsafeFileError(ValueError):
+    """A file that cannot be loaded without running code from it, or that is corrupt or tampered with."""
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load(..., weights_only=True)`` with a clear error for files that would need unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeFileError(
+            f"refusing to load {path}: it holds Python objects that only load by running code "
+            f"(weights_only=True rejected it: {str(err).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError) as err:
+        raise UnsafeFileError(f"{path} is not a readable torch checkpoint ({err})") from None
+
+
+def _atomic_path(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
+def export_safetensors(prior, path: str | Path) -> Path:
+    """Write a prior's sampling weights (EMA when present), normaliser and configuration."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {f"precond.{k}": v.detach().cpu().contiguous() for k, v in prior.denoiser.state_dict().items()}
+    tensors["norm_mean"] = prior.norm_mean.detach().cpu().contiguous()
+    tensors["norm_std"] = prior.norm_std.detach().cpu().contiguous()
+    config = {k: v for k, v in dict(prior.hparams).items()}
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(config)}
+    tmp = _atomic_path(path)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _validated_config(metadata: dict | None, path: Path) -> dict:
+    if not metadata or metadata.get("format") != FORMAT:
+        raise UnsafeFileError(f"{path} is not a scidiff prior export (missing or wrong 'format' metadata)")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise UnsafeFileError(f"{path} has format version {metadata.get('format_version')!r}; expected {FORMAT_VERSION}")
+    try:
+        config = json.loads(metadata["config"])
+    except (KeyError, json.JSONDecodeError) as err:
+        raise UnsafeFileError(f"{path} has an unreadable 'config' metadata entry ({err})") from None
+    return _prior_config(config, path)
+
+
+def _prior_config(config, path: Path) -> dict:
+    """Keep the DiffusionPrior arguments; refuse unknown keys (Lightning's own start with '_')."""
+    from .priors.prior import DiffusionPrior
+
+    if not isinstance(config, dict):
+        raise UnsafeFileError(f"{path} has an invalid config (not a mapping)")
+    config = {k: v for k, v in config.items() if not str(k).startswith("_")}
+    allowed = set(inspect.signature(DiffusionPrior.__init__).parameters) - {"self"}
+    unknown = set(config) - allowed
+    if unknown or "shape" not in config:
+        raise UnsafeFileError(f"{path} has an invalid config (unknown keys {sorted(unknown)}; 'shape' is required)")
+    return config
+
+
+def load_prior(path: str | Path, map_location: str | torch.device = "cpu"):
+    """Rebuild a :class:`~scidiff.priors.DiffusionPrior` from a ``.ckpt`` or ``.safetensors`` file."""
+    from .priors.prior import DiffusionPrior
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                config = _validated_config(f.metadata(), path)
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except SafetensorError as err:
+            raise UnsafeFileError(f"{path} is not a valid safetensors file ({err})") from None
+        config["ema_decay"] = 0.0  # the export holds the sampling weights only
+        prior = DiffusionPrior(**config)
+    else:
+        ckpt = load_checkpoint(path, map_location="cpu")
+        if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
+            raise UnsafeFileError(f"{path} is not a DiffusionPrior checkpoint (no hyper_parameters/state_dict)")
+        prior = DiffusionPrior(**_prior_config(dict(ckpt["hyper_parameters"]), path))
+        tensors = ckpt["state_dict"]
+    expected = prior.state_dict()
+    missing, unexpected = set(expected) - set(tensors), set(tensors) - set(expected)
+    if missing or unexpected:
+        raise UnsafeFileError(
+            f"{path} does not match its configuration: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
+    bad = [k for k in expected if expected[k].shape != tensors[k].shape]
+    if bad:
+        raise UnsafeFileError(f"{path}: tensor shapes do not match the configuration for {bad[:5]}")
+    prior.load_state_dict(tensors)
+    return prior.eval().to(map_location)

@@ -1,0 +1,182 @@
+"""``DiffusionPrior``: a LightningModule that trains with the EDM loss and *is* a Denoiser.
+
+``prior(x, sigma)`` works in normalised units (what the network was trained on); ``prior.sample(n)``
+returns samples in physical units using the normaliser stored in the checkpoint. Every constructor
+argument is a plain type, so checkpoints load with ``weights_only=True`` and can be rebuilt anywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from ..diffusion import EDMPrecond, edm_loss, karras_sigmas, sample
+from ..diffusion._utils import as_sigma_batch
+from ..diffusion.random import Generator
+from .networks import build_network
+
+
+class DiffusionPrior(pl.LightningModule):
+    """EDM-preconditioned diffusion prior over fields of shape ``shape = [C, *spatial]``.
+
+    Args:
+        shape: event shape the prior is trained on, e.g. ``[1, 32, 32]``; inputs of any other shape are refused.
+        network: a name in :data:`~scidiff.priors.networks.NETWORKS` (``"unet"``, ``"mlp"``).
+        network_kwargs: keyword arguments of the network (plain types).
+        sigma_data: data standard deviation in normalised units (1.0 after standardisation).
+        sigma_min, sigma_max: the noise range used by :meth:`sample`.
+        lr, weight_decay: AdamW settings; ``lr_warmup_steps`` ramps the learning rate linearly.
+        ema_decay: EMA of the weights used for sampling; ``0`` disables EMA.
+        p_mean, p_std: EDM's log-normal training distribution of sigma.
+    """
+
+    def __init__(
+        self,
+        shape: list[int],
+        network: str = "unet",
+        network_kwargs: dict[str, Any] | None = None,
+        sigma_data: float = 1.0,
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        lr_warmup_steps: int = 200,
+        ema_decay: float = 0.999,
+        p_mean: float = -1.2,
+        p_std: float = 1.2,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.shape = tuple(int(s) for s in shape)
+        kwargs = dict(network_kwargs or {})
+        if network == "unet":
+            kwargs.setdefault("in_channels", self.shape[0])
+            kwargs.setdefault("dims", len(self.shape) - 1)
+        elif network == "mlp":
+            kwargs.setdefault("dim", int(torch.tensor(self.shape).prod()))
+        self.precond = EDMPrecond(build_network(network, kwargs), sigma_data)
+        self.ema = copy.deepcopy(self.precond).requires_grad_(False) if ema_decay > 0 else None
+        # Normaliser: x_phys = mean + std * x, per channel. Filled from the data module at fit start.
+        self.register_buffer("norm_mean", torch.zeros(self.shape[0]))
+        self.register_buffer("norm_std", torch.ones(self.shape[0]))
+
+    # --- Denoiser -----------------------------------------------------------------------------
+    @property
+    def denoiser(self) -> EDMPrecond:
+        """The network used for sampling: EMA weights when available."""
+        return self.ema if self.ema is not None else self.precond
+
+    def check_input(self, x: Tensor) -> None:
+        if tuple(x.shape[1:]) != self.shape:
+            raise ValueError(f"this prior was trained on fields of shape {self.shape}; got x of shape {tuple(x.shape)}")
+
+    def forward(self, x: Tensor, sigma: Tensor | float, **cond) -> Tensor:
+        """``E[x0 | x]`` in normalised units."""
+        self.check_input(x)
+        return self.denoiser(x, as_sigma_batch(sigma, x), **cond)
+
+    # --- units --------------------------------------------------------------------------------
+    def _stat(self, v: Tensor, x: Tensor) -> Tensor:
+        return v.to(x).reshape(1, -1, *([1] * (x.ndim - 2)))
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return (x - self._stat(self.norm_mean, x)) / self._stat(self.norm_std, x)
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        return self._stat(self.norm_mean, x) + self._stat(self.norm_std, x) * x
+
+    def set_normalizer(self, mean: Tensor, std: Tensor) -> None:
+        mean, std = torch.as_tensor(mean).float().reshape(-1), torch.as_tensor(std).float().reshape(-1)
+        if mean.shape != (self.shape[0],) or std.shape != (self.shape[0],) or (std <= 0).any():
+            raise ValueError(f"normaliser needs {self.shape[0]} means and positive stds")
+        self.norm_mean.copy_(mean)
+        self.norm_std.copy_(std)
+
+    # --- sampling -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        steps: int = 32,
+        *,
+        sampler: str = "heun",
+        generator: Generator = None,
+        physical: bool = True,
+        progress: bool = True,
+        **kwargs,
+    ) -> Tensor:
+        """Draw ``n`` samples (physical units unless ``physical=False``)."""
+        sigmas = karras_sigmas(steps, self.hparams.sigma_min, self.hparams.sigma_max)
+        x = sample(
+            self, (n, *self.shape), sigmas, sampler=sampler, generator=generator, device=self.device,
+            progress=progress, **kwargs,
+        )
+        return self.denormalize(x) if physical else x
+
+    # --- training -----------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "norm_mean", None) is not None:
+            self.set_normalizer(dm.norm_mean, dm.norm_std)
+
+    def _loss(self, batch: Tensor) -> Tensor:
+        x0 = batch[0] if isinstance(batch, (list, tuple)) else batch
+        self.check_input(x0)
+        return edm_loss(
+            self.precond, x0, sigma_data=self.hparams.sigma_data, p_mean=self.hparams.p_mean, p_std=self.hparams.p_std
+        ).mean()
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        # Fixed seed: validation losses are comparable across epochs.
+        state = torch.random.get_rng_state()
+        torch.manual_seed(1234 + batch_idx)
+        loss = self._loss(batch)
+        torch.random.set_rng_state(state)
+        self.log("val/loss", loss, prog_bar=True, on_epoch=True, batch_size=len(batch))
+
+    def predict_step(self, batch, batch_idx):
+        """Unconditional samples, one per item of the prediction batch, seeded by the batch index."""
+        n = len(batch[0] if isinstance(batch, (list, tuple)) else batch)
+        g = torch.Generator(device="cpu").manual_seed(int(batch_idx))
+        return self.sample(n, generator=g, progress=False)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is None:
+            return
+        step = self.global_step
+        decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))  # warm-up: short runs still average sensibly
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.precond.parameters()):
+                e.lerp_(p, 1 - decay)
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.precond.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        warm = max(1, self.hparams.lr_warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # --- files --------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> DiffusionPrior:
+        """Load from a Lightning checkpoint (``.ckpt``) or a safetensors export, never unpickling code."""
+        from ..io import load_prior
+
+        return load_prior(path, map_location=map_location)
+
+    def export(self, path: str | Path) -> Path:
+        """Write the sampling weights, normaliser and configuration to a safetensors file."""
+        from ..io import export_safetensors
+
+        return export_safetensors(self, path)
+
+

@@ -1,0 +1,44 @@
+import glob
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import xarray as xr
+
+from scidiff.cli import run as main
+from scidiff.priors import DiffusionPrior
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_is_light():
+    code = (
+        "import sys, scidiff; heavy = [m for m in ('pytorch_lightning', 'lightning', 'torch_geometric', 'rdkit', "
+        "'xarray', 'deepinv') if m in sys.modules]; print(heavy); assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fit_config_smoke_then_sample_and_export(tmp_path):
+    main(["fit", "-c", str(ROOT / "problems/grf/fit.yaml"), "--trainer.max_steps=2", "--data.generate.n=80",
+          "--data.batch_size=40", "--model.network_kwargs.base_channels=8", "--trainer.enable_progress_bar=false",
+          "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"])
+    ckpt = glob.glob(str(tmp_path / "**" / "last.ckpt"), recursive=True)
+    assert ckpt, "fit wrote no checkpoint"
+    main(["export", ckpt[0], str(tmp_path / "p.safetensors")])
+    main(["sample", "--prior", str(tmp_path / "p.safetensors"), "--n", "3", "--steps", "3", "-o", str(tmp_path / "s.nc")])
+    ds = xr.open_dataset(tmp_path / "s.nc")
+    assert ds["x"].shape == (3, 1, 32, 32)
+
+
+def test_datasets_make(tmp_path):
+    main(["datasets", "make", "grf", "--n", "5", "--res", "8", "-o", str(tmp_path / "g.nc")])
+    assert xr.open_dataset(tmp_path / "g.nc")["u"].shape == (5, 8, 8)
+
+
+def test_demo_runs_on_a_given_prior(tmp_path):
+    prior = DiffusionPrior([1, 32, 32], network_kwargs={"base_channels": 8, "channel_mults": [1, 2]})
+    path = prior.export(tmp_path / "tiny.safetensors")
+    summary = main(["demo", "--prior", str(path), "--n", "4", "--steps", "3", "--out", str(tmp_path / "demo")])
+    assert Path(summary["netcdf"]).exists() and Path(summary["figure"]).exists()
