@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import torch
-
-DEFAULT_PRIOR = files("scidiff") / "assets" / "grf32.safetensors"
-
 
 def _figure(samples: torch.Tensor, k, spec_model, spec_exact, path: Path) -> Path:
     import matplotlib
@@ -58,7 +54,7 @@ def run_demo(out_dir: str | Path = "scidiff-demo", prior_path=None, n: int = 64,
     from .priors import DiffusionPrior
 
     out_dir = Path(out_dir)
-    prior = DiffusionPrior.load(str(prior_path or DEFAULT_PRIOR))
+    prior = DiffusionPrior.load(prior_path) if prior_path else DiffusionPrior.pretrained("grf32")
     t0 = time.perf_counter()
     samples = prior.sample(n, steps, generator=seeded_generators(range(seed, seed + n)))
     wall = time.perf_counter() - t0

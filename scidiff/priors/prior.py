@@ -173,6 +173,17 @@ class DiffusionPrior(pl.LightningModule):
 
         return load_prior(path, map_location=map_location)
 
+    @classmethod
+    def pretrained(cls, name: str) -> DiffusionPrior:
+        """A prior that ships with scidiff (``scidiff/assets/<name>.safetensors``; model card beside it)."""
+        from importlib.resources import files
+
+        assets = files("scidiff") / "assets"
+        available = sorted(p.name.removesuffix(".safetensors") for p in assets.iterdir() if p.name.endswith(".safetensors"))
+        if name not in available:
+            raise ValueError(f"no shipped prior named {name!r}; available: {available}")
+        return cls.load(str(assets / f"{name}.safetensors"))
+
     def export(self, path: str | Path) -> Path:
         """Write the sampling weights, normaliser and configuration to a safetensors file."""
         from ..io import export_safetensors
