@@ -66,9 +66,18 @@ def _export(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="scidiff export", description="Export a checkpoint to safetensors.")
     p.add_argument("checkpoint")
     p.add_argument("out")
+    p.add_argument("--no-card", action="store_true", help="do not write a model card beside the export")
     a = p.parse_args(argv)
-    path = DiffusionPrior.load(a.checkpoint).export(a.out)
+    prior = DiffusionPrior.load(a.checkpoint)
+    path = prior.export(a.out)
     print(f"wrote {path.resolve()}")
+    if not a.no_card and not a.checkpoint.endswith(".safetensors"):
+        from .io import load_checkpoint
+        from .priors.card import training_record, write_model_card
+
+        record = training_record(load_checkpoint(a.checkpoint), Path(a.checkpoint))
+        card = write_model_card(prior, record, path.with_suffix(".md"), source=f"scidiff export {a.checkpoint}")
+        print(f"wrote {card.resolve()}")
 
 
 def _datasets(argv: list[str]) -> None:

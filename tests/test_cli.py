@@ -27,6 +27,8 @@ def test_fit_config_smoke_then_sample_and_export(tmp_path):
     ckpt = glob.glob(str(tmp_path / "**" / "last.ckpt"), recursive=True)
     assert ckpt, "fit wrote no checkpoint"
     main(["export", ckpt[0], str(tmp_path / "p.safetensors")])
+    card = (tmp_path / "p.md").read_text()
+    assert "2 optimiser steps" in card and "80 images seen" in card and '"name": "grf"' in card
     main(["sample", "--prior", str(tmp_path / "p.safetensors"), "--n", "3", "--steps", "3", "-o", str(tmp_path / "s.nc")])
     ds = xr.open_dataset(tmp_path / "s.nc")
     assert ds["x"].shape == (3, 1, 32, 32)

@@ -56,6 +56,7 @@ class FieldDataModule(pl.LightningDataModule):
         normalize: bool = True,
     ):
         super().__init__()
+        self.save_hyperparameters()  # plain types: recorded in checkpoints as the data provenance
         if (path is None) == (generate is None):
             raise ValueError("give exactly one of `path` (a NetCDF/Zarr file) or `generate` (a generator spec)")
         if not 0 <= val_fraction < 1:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..diffusion import EDMPrecond, edm_loss, karras_sigmas, sample
-from ..diffusion._utils import as_sigma_batch
+from ..diffusion._utils import as_sigma_batch, check_finite
 from ..diffusion.random import Generator
 from .networks import build_network
 
@@ -34,6 +34,9 @@ class DiffusionPrior(pl.LightningModule):
         ema_decay: EMA of the weights used for sampling; ``0`` disables EMA.
         p_mean, p_std: EDM's log-normal training distribution of sigma.
     """
+
+    #: Check every input for NaN/inf (one host sync per call; switch off for the last bit of GPU speed).
+    validate_inputs: bool = True
 
     def __init__(
         self,
@@ -78,6 +81,8 @@ class DiffusionPrior(pl.LightningModule):
     def forward(self, x: Tensor, sigma: Tensor | float, **cond) -> Tensor:
         """``E[x0 | x]`` in normalised units."""
         self.check_input(x)
+        if self.validate_inputs:
+            check_finite(x, "x")
         return self.denoiser(x, as_sigma_batch(sigma, x), **cond)
 
     # --- units --------------------------------------------------------------------------------

@@ -51,6 +51,10 @@ def test_shape_check_and_units():
     prior = DiffusionPrior([1, 8, 8], network_kwargs={"base_channels": 8, "channel_mults": [1, 2]})
     with pytest.raises(ValueError, match="trained on fields of shape"):
         prior(torch.randn(2, 1, 16, 16), 1.0)
+    with pytest.raises(ValueError, match="non-finite"):
+        prior(torch.full((2, 1, 8, 8), float("nan")), 1.0)
+    with pytest.raises(ValueError, match="sigma must be a scalar or have shape"):
+        prior(torch.randn(2, 1, 8, 8), torch.ones(3))
     prior.set_normalizer(torch.tensor([3.0]), torch.tensor([2.0]))
     x = torch.randn(2, 1, 8, 8)
     assert torch.allclose(prior.normalize(prior.denormalize(x)), x, atol=1e-6)
