@@ -15,6 +15,8 @@ from .elliptic import (
     solve_poisson,
 )
 from .grf import grf_neumann, grf_periodic, threshold
+from .datasets import NAMES as DATASETS
+from .datasets import joint_pair, make_dataset
 from .navier_stokes import enstrophy_and_energy, ns_forcing, ns_residual, solve_navier_stokes
 
 __all__ = [name for name in dir() if not name.startswith("_")]
