@@ -113,7 +113,9 @@ def run_pde(name: str, args, rows: list) -> None:
 
     for j in range(args.n_test):
         a, u = x[n_train + j, 0].numpy(), x[n_train + j, 1].numpy()
-        mask = random_mask(a.shape, fraction=args.obs_fraction, generator=torch.Generator().manual_seed(1000 + j)).numpy()
+        mask = random_mask(
+            a.shape, fraction=args.obs_fraction, generator=torch.Generator().manual_seed(1000 + j)
+        ).numpy()
         t = time.perf_counter()
         add("forward", "solver, true a (floor)", rel_l2(SOLVERS[name](a), u), time.perf_counter() - t)
         t = time.perf_counter()
@@ -142,7 +144,12 @@ def run_pde(name: str, args, rows: list) -> None:
                 lik = diffusionpde_likelihood([(obs, zeta_obs)], pde, zp, sigmas)
                 t = time.perf_counter()
                 post = sample_diffusionpde(
-                    prior, lik, (args.samples, 2, args.res, args.res), sigmas, dtype=dtype, progress=False,
+                    prior,
+                    lik,
+                    (args.samples, 2, args.res, args.res),
+                    sigmas,
+                    dtype=dtype,
+                    progress=False,
                     generator=seeded_generators(range(args.samples)),
                 )
                 est = aff.to_physical(post.mean()[None].double())[0, target].numpy()
@@ -169,7 +176,9 @@ def main(argv=None) -> None:
     p.add_argument("--zeta-obs", type=float, default=ZETA_OBS, help="observation weight (normalised units)")
     p.add_argument("--zeta-pde", type=float, default=ZETA_PDE)
     p.add_argument("--obs-fraction", type=float, default=0.03, help="observed share of the grid (paper: 500/128^2)")
-    p.add_argument("--checkpoint", default=None, help="a trained DiffusionPrior over (a, u); default: Gaussian stand-in")
+    p.add_argument(
+        "--checkpoint", default=None, help="a trained DiffusionPrior over (a, u); default: Gaussian stand-in"
+    )
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -178,8 +187,10 @@ def main(argv=None) -> None:
     for name in args.pde:
         run_pde(name, args, rows)
     prior = "checkpoint " + args.checkpoint if args.checkpoint else "Gaussian stand-in"
-    print(f"\nres {args.res}, {args.obs_fraction:.1%} observed, {args.steps} Heun steps, prior: {prior}, "
-          f"{args.n_test} test cases x {args.samples} samples\n")
+    print(
+        f"\nres {args.res}, {args.obs_fraction:.1%} observed, {args.steps} Heun steps, prior: {prior}, "
+        f"{args.n_test} test cases x {args.samples} samples\n"
+    )
     print("| PDE | task | method | rel. L2 error (%) | ratio to interpolation | time / case (s) |")
     print("|---|---|---|---|---|---|")
     ref = {(r[0], r[1]): r[3] for r in rows if r[2].startswith("interpolate")}

@@ -97,7 +97,9 @@ def _params(name: str, overrides: dict) -> dict:
     return {**defaults, **{k: type(defaults[k])(v) for k, v in overrides.items()}}
 
 
-def solve_all(name: str, inputs: np.ndarray, p: dict, *, workers: int | None, chunk_size: int, progress: bool) -> np.ndarray:
+def solve_all(
+    name: str, inputs: np.ndarray, p: dict, *, workers: int | None, chunk_size: int, progress: bool
+) -> np.ndarray:
     """Solve every input, in chunks spread over ``workers`` processes (1: in this process)."""
     chunks = [inputs[i : i + chunk_size] for i in range(0, len(inputs), chunk_size)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(chunks)))

@@ -65,7 +65,9 @@ def _identity(x: Tensor) -> Tensor:
     return x
 
 
-def random_mask(shape: Sequence[int], n_points: int | None = None, *, fraction: float | None = None, generator: Generator = None) -> Tensor:
+def random_mask(
+    shape: Sequence[int], n_points: int | None = None, *, fraction: float | None = None, generator: Generator = None
+) -> Tensor:
     """A boolean mask of ``shape`` with exactly ``n_points`` (or ``round(fraction * size)``) points, uniformly at random.
 
     DiffusionPDE observes 500 of the 128^2 points (3.05 %) of each observed field.
@@ -96,7 +98,9 @@ class SparseObservation(Likelihood):
         transform: maps the (normalised) state to physical units, e.g. ``ChannelAffine(...).to_physical``.
     """
 
-    def __init__(self, values: Tensor, mask: Tensor, channel: int = 0, transform: Callable[[Tensor], Tensor] | None = None):
+    def __init__(
+        self, values: Tensor, mask: Tensor, channel: int = 0, transform: Callable[[Tensor], Tensor] | None = None
+    ):
         values, mask = torch.as_tensor(values), torch.as_tensor(mask)
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be boolean, got {mask.dtype}")
@@ -109,7 +113,7 @@ class SparseObservation(Likelihood):
         if channel < 0:
             raise ValueError(f"channel must be non-negative, got {channel}")
         self.mask, self.channel, self.transform = mask, int(channel), transform or _identity
-        self.values = torch.where(mask, values, torch.zeros_like(values)).to(torch.get_default_dtype())
+        self.values = torch.where(mask, values, torch.zeros_like(values)).to(torch.float64)
 
     @classmethod
     def from_points(
@@ -119,12 +123,16 @@ class SparseObservation(Likelihood):
         points, values = torch.as_tensor(points), torch.as_tensor(values, dtype=torch.float64)
         shape = tuple(shape)
         if points.ndim != 2 or points.shape[1] != len(shape) or points.is_floating_point():
-            raise ValueError(f"points must be an integer (m, {len(shape)}) tensor of grid indices; got {tuple(points.shape)} {points.dtype}")
+            raise ValueError(
+                f"points must be an integer (m, {len(shape)}) tensor of grid indices; got {tuple(points.shape)} {points.dtype}"
+            )
         if values.shape != (points.shape[0],):
             raise ValueError(f"values must have shape ({points.shape[0]},), got {tuple(values.shape)}")
         outside = ((points < 0) | (points >= torch.tensor(shape))).any(1)
         if outside.any():
-            raise ValueError(f"{int(outside.sum())} observation point(s) lie outside the grid {shape}, e.g. {points[outside][0].tolist()}")
+            raise ValueError(
+                f"{int(outside.sum())} observation point(s) lie outside the grid {shape}, e.g. {points[outside][0].tolist()}"
+            )
         if not torch.isfinite(values).all():
             raise ValueError(f"{int((~torch.isfinite(values)).sum())} sensor value(s) are NaN or inf")
         mask = torch.zeros(shape, dtype=torch.bool)
@@ -136,8 +144,10 @@ class SparseObservation(Likelihood):
 
     def energy(self, x: Tensor, sigma: Tensor | None = None) -> Tensor:
         field = self.transform(x)
-        if field.ndim < 2 or self.channel >= field.shape[1] or field.shape[2:] != self.mask.shape[-(field.ndim - 2):]:
-            raise ValueError(f"the state of shape {tuple(x.shape)} does not carry channel {self.channel} on a grid {tuple(self.mask.shape)}")
+        if field.ndim < 2 or self.channel >= field.shape[1] or field.shape[2:] != self.mask.shape[-(field.ndim - 2) :]:
+            raise ValueError(
+                f"the state of shape {tuple(x.shape)} does not carry channel {self.channel} on a grid {tuple(self.mask.shape)}"
+            )
         mask = self.mask.to(field.device).reshape(field.shape[2:])
         diff = (field[:, self.channel] - self.values.to(field).reshape(field.shape[2:])) * mask
         return _norm(diff)
@@ -184,7 +194,9 @@ def joint_residual(name: str, **params) -> Callable[[Tensor], Tensor]:
     raise ValueError(f"unknown PDE {name!r}; available: darcy, poisson, helmholtz, burgers, navier_stokes")
 
 
-def step_weight(sigmas: Tensor, zeta: float, *, early: float, late: float, switch: float = 0.8) -> Callable[[Tensor], Tensor]:
+def step_weight(
+    sigmas: Tensor, zeta: float, *, early: float, late: float, switch: float = 0.8
+) -> Callable[[Tensor], Tensor]:
     """``zeta * early`` for steps ``i <= switch * N`` and ``zeta * late`` afterwards, as a function of sigma_i.
 
     ``N = len(sigmas) - 1`` steps; step ``i`` is early iff ``sigma_i >= sigma_{floor(switch N)}``.

@@ -21,7 +21,6 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from scipy.sparse.linalg import splu, spsolve
 from torch import Tensor
 
@@ -136,8 +135,3 @@ def helmholtz_residual(a: Tensor, u: Tensor, k: float = 1.0) -> Tensor:
     check_fields({"a": a, "u": u}, 3)
     check_square(u, "u")
     return _laplacian(u) + k**2 * u[..., 1:-1, 1:-1] - a[..., 1:-1, 1:-1]
-
-
-def as_tensor(x) -> Tensor:
-    """numpy -> float64 torch tensor (helper for tests and benchmarks)."""
-    return torch.as_tensor(np.asarray(x), dtype=torch.float64)

@@ -79,7 +79,9 @@ def solve_navier_stokes(
     w0, single = batch_np(w0, "w0", 2)
     n = check_square(w0, "w0", min_size=4)
     if not (nu >= 0 and t_final > 0 and dt > 0 and int(n_snapshots) >= 1):
-        raise ValueError(f"need nu >= 0, t_final > 0, dt > 0, n_snapshots >= 1; got {nu}, {t_final}, {dt}, {n_snapshots}")
+        raise ValueError(
+            f"need nu >= 0, t_final > 0, dt > 0, n_snapshots >= 1; got {nu}, {t_final}, {dt}, {n_snapshots}"
+        )
     steps_per = (t_final / n_snapshots) / dt
     if abs(steps_per - round(steps_per)) > 1e-6 * steps_per:
         raise ValueError(f"dt = {dt} must divide the snapshot spacing t_final / n_snapshots = {t_final / n_snapshots}")

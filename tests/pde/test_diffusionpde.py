@@ -96,7 +96,9 @@ def test_pde_guidance_reduces_the_residual(poisson):
 def test_zero_guidance_is_the_edm_heun_sampler(poisson):
     prior = poisson[0]
     sig = karras_sigmas(12)
-    post = sample_diffusionpde(prior, 0.0 * poisson[4], (3, 2, N, N), sig, generator=torch.Generator().manual_seed(5), progress=False)
+    post = sample_diffusionpde(
+        prior, 0.0 * poisson[4], (3, 2, N, N), sig, generator=torch.Generator().manual_seed(5), progress=False
+    )
     x0 = randn((3, 2, N, N), torch.Generator().manual_seed(5)) * float(sig[0])
     ref = sample_heun(prior, x0, sig, progress=False)
     assert torch.allclose(post.samples, ref, atol=1e-5)

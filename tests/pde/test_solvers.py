@@ -66,7 +66,11 @@ def test_poisson_helmholtz_converge_second_order(k):
     for n in (17, 33, 65):
         X, Y = _grid(n)
         u = np.sin(np.pi * X) * np.sin(2 * np.pi * Y) * np.exp(Y)
-        lap = ((1 - 5 * np.pi**2) * np.sin(2 * np.pi * Y) + 4 * np.pi * np.cos(2 * np.pi * Y)) * np.sin(np.pi * X) * np.exp(Y)
+        lap = (
+            ((1 - 5 * np.pi**2) * np.sin(2 * np.pi * Y) + 4 * np.pi * np.cos(2 * np.pi * Y))
+            * np.sin(np.pi * X)
+            * np.exp(Y)
+        )
         a = lap + k**2 * u
         sol = solve_poisson(a) if k == 0 else solve_helmholtz(a, k=k)
         errs.append(np.abs(sol - u).max())
