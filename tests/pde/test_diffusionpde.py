@@ -81,6 +81,21 @@ def test_observation_guidance_approaches_the_exact_posterior(poisson):
     assert obs.energy(guided).mean() < 0.1 * obs.energy(unguided).mean()
 
 
+def test_inverse_guidance_recovers_the_coefficient(poisson):
+    """Observe u, infer a. The weight is set in normalised units (divided by u's physical scale)."""
+    prior, aff, truth, mask, _ = poisson
+    obs_u = SparseObservation(truth[0, 1], mask, channel=1, transform=aff.to_physical)
+    zeta_u = 10.0 / float(1 / aff.scale[1])
+    guided = _run(prior, diffusionpde_likelihood([(obs_u, zeta_u)], None, 0.0, karras_sigmas(STEPS))).samples
+    idx = N * N + torch.nonzero(mask.flatten()).flatten()
+    A = torch.zeros(len(idx), 2 * N * N, dtype=torch.float64)
+    A[torch.arange(len(idx)), idx] = 1.0
+    exact = prior.posterior(A, aff.to_normalised(truth).flatten()[idx], 1e-3).mean().reshape(1, 2, N, N)
+    e_guided = _rel(aff, guided.mean(0, keepdim=True), truth, 0)
+    assert e_guided < 1.4 * _rel(aff, exact, truth, 0)
+    assert _rel(aff, guided, truth, 0) < 0.6 * _rel(aff, _run(prior, 0.0 * obs_u).samples, truth, 0)
+
+
 def test_pde_guidance_reduces_the_residual(poisson):
     prior, aff, truth, mask, obs = poisson
     sig = karras_sigmas(STEPS)
