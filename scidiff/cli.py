@@ -82,12 +82,17 @@ def _export(argv: list[str]) -> None:
 
 def _datasets(argv: list[str]) -> None:
     from .data.netcdf import write_netcdf
-    from .data.synthetic import GENERATORS, generate
+    from .data.synthetic import GENERATORS, available, generate
+    from .pde.datasets import main as pde_main
 
     p = argparse.ArgumentParser(prog="scidiff datasets", description="Generate a dataset as NetCDF.")
     sub = p.add_subparsers(dest="action", required=True)
-    make = sub.add_parser("make")
-    make.add_argument("name", choices=sorted(GENERATORS))
+    make = sub.add_parser("make", help=f"one of {available()}")
+    make.add_argument("name", choices=available())
+    a, rest = p.parse_known_args(argv)
+    if a.name not in GENERATORS:  # PDE datasets have their own options (--workers, --param ...)
+        pde_main([a.name, *rest])
+        return
     make.add_argument("--n", type=int, default=1000)
     make.add_argument("--res", type=int, default=32)
     make.add_argument("--seed", type=int, default=0)

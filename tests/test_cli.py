@@ -37,6 +37,9 @@ def test_fit_config_smoke_then_sample_and_export(tmp_path):
 def test_datasets_make(tmp_path):
     main(["datasets", "make", "grf", "--n", "5", "--res", "8", "-o", str(tmp_path / "g.nc")])
     assert xr.open_dataset(tmp_path / "g.nc")["u"].shape == (5, 8, 8)
+    main(["datasets", "make", "poisson", "--n", "2", "--res", "8", "--workers", "1", "--no-progress", "-o",
+          str(tmp_path / "p.nc")])
+    assert set(xr.open_dataset(tmp_path / "p.nc").data_vars) >= {"a", "u"}
 
 
 def test_demo_runs_on_a_given_prior(tmp_path):

@@ -83,7 +83,19 @@ def register_generator(name: str, fn) -> None:
     GENERATORS[name] = fn
 
 
+def available() -> list[str]:
+    """Names accepted by :func:`generate`: the registered generators and the PDE datasets of :mod:`scidiff.pde`."""
+    from ..pde.datasets import NAMES
+
+    return sorted({*GENERATORS, *NAMES})
+
+
 def generate(name: str, **kwargs):
-    if name not in GENERATORS:
-        raise ValueError(f"unknown dataset generator {name!r}; available: {sorted(GENERATORS)}")
-    return GENERATORS[name](**kwargs)
+    """Build the named dataset (``n``, ``res``, ``seed`` and generator-specific keyword arguments)."""
+    if name in GENERATORS:
+        return GENERATORS[name](**kwargs)
+    from ..pde.datasets import NAMES, make_dataset
+
+    if name in NAMES:
+        return make_dataset(name, **kwargs)
+    raise ValueError(f"unknown dataset generator {name!r}; available: {available()}")
