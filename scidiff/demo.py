@@ -43,7 +43,7 @@ def _figure(samples: torch.Tensor, k, spec_model, spec_exact, path: Path) -> Pat
     return path
 
 
-def run_demo(out_dir: str | Path = "scidiff-demo", prior_path=None, n: int = 64, steps: int = 24, seed: int = 0) -> dict:
+def run_demo(out_dir: str | Path = "scidiff-demo", prior_path=None, n: int = 32, steps: int = 18, seed: int = 0) -> dict:
     """Sample the shipped GRF prior and compare with the exact field statistics; returns the summary."""
     import xarray as xr
 
@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="scidiff demo", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="scidiff-demo", help="output folder")
     p.add_argument("--prior", default=None, help="a .safetensors/.ckpt prior (default: the shipped GRF prior)")
-    p.add_argument("--n", type=int, default=64, help="number of samples")
-    p.add_argument("--steps", type=int, default=24, help="Heun steps")
+    p.add_argument("--n", type=int, default=32, help="number of samples")
+    p.add_argument("--steps", type=int, default=18, help="Heun steps")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     summary = run_demo(a.out, a.prior, a.n, a.steps, a.seed)

@@ -34,6 +34,23 @@ def test_fit_config_smoke_then_sample_and_export(tmp_path):
     assert ds["x"].shape == (3, 1, 32, 32)
 
 
+def test_predict_writes_one_netcdf_per_batch(tmp_path):
+    prior = DiffusionPrior([1, 32, 32], network_kwargs={"base_channels": 8, "channel_mults": [1, 2]})
+    import pytorch_lightning as pl
+
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    trainer.strategy.connect(prior)
+    trainer.save_checkpoint(tmp_path / "p.ckpt")
+    out = tmp_path / "pred"
+    main(["predict", "-c", str(ROOT / "problems/grf/fit.yaml"), "--data.generate.n=6", "--data.val_fraction=0.5",
+          "--data.batch_size=2", "--model.network_kwargs.base_channels=8", "--model.network_kwargs.channel_mults=[1, 2]",
+          "--trainer.logger=false", "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+          "--trainer.callbacks+=scidiff.data.writers.NetCDFPredictionWriter",
+          f"--trainer.callbacks.output_dir={out}", f"--ckpt_path={tmp_path / 'p.ckpt'}"])
+    files = sorted(out.glob("*.nc"))
+    assert len(files) == 2 and xr.open_dataset(files[0])["x"].shape == (2, 1, 32, 32)
+
+
 def test_datasets_make(tmp_path):
     main(["datasets", "make", "grf", "--n", "5", "--res", "8", "-o", str(tmp_path / "g.nc")])
     assert xr.open_dataset(tmp_path / "g.nc")["u"].shape == (5, 8, 8)
