@@ -117,6 +117,30 @@ def test_weightings_and_given_init():
     assert (post.samples - p.x_true).abs().max() < 5 * 1e-3 + 1e-9  # Adam moves each entry by at most ~lr per step
 
 
+def test_truncated_pinv_init():
+    """``pinv_cutoff`` drops directions with small singular values from the A^+ y start (reference deblur init)."""
+    from scidiff.likelihoods import LinearGaussianLikelihood
+    from scidiff.likelihoods.physics import SVD
+
+    s = torch.tensor([[1.0, 0.5, 0.01, 0.0]], dtype=torch.float64)
+    y = torch.tensor([[1.0, 1.0, 1.0, 0.0]], dtype=torch.float64)
+    eye = lambda v: v  # noqa: E731
+    lik = LinearGaussianLikelihood(lambda x: s * x, lambda r: s * r, y, 0.1, svd=SVD(eye, eye, eye, eye, s))
+
+    def zero(x, sigma):
+        return x  # eps_hat - eps = 0: no prior pull
+
+    kw = dict(lam=0.0, obs_weight=0.0, **KW)
+    post = red_diff(zero, lik, (1, 4), ddpm_sigmas(1), pinv_cutoff=3e-2, **kw)
+    assert torch.allclose(post.samples, torch.tensor([[1.0, 2.0, 0.0, 0.0]], dtype=torch.float64))
+    with pytest.raises(MissingCapability, match="svd"):
+        red_diff(zero, p_lik(), (1, 4), ddpm_sigmas(1), pinv_cutoff=3e-2, **kw)
+
+
+def p_lik():
+    return GaussianLikelihood(lambda x: x, torch.zeros(1, 4, dtype=torch.float64), 0.1)
+
+
 def test_results_do_not_depend_on_batch_size():
     p = OracleProblem((1, 16))
     three = red_diff(p.prior, p.likelihood, (3, 1, 16), ddpm_sigmas(20), generator=seeded_generators([7, 8, 9]), **KW)
