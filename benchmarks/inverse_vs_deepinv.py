@@ -57,7 +57,7 @@ def make_physics(kind: str, side: int, sigma_y01: float):
         return dinv.physics.Inpainting(img_size=(1, side, side), mask=0.3, noise_model=noise,
                                        rng=torch.Generator().manual_seed(1))
     if kind == "blur":
-        return dinv.physics.BlurFFT(img_size=(1, side, side), filter=dinv.physics.blur.gaussian_blur(sigma=1.0),
+        return dinv.physics.BlurFFT(img_size=(1, side, side), filter=dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0)),
                                     noise_model=noise)
     raise ValueError(kind)
 

@@ -117,10 +117,11 @@ def red_diff(
     optimizer = torch.optim.Adam([mu], lr=lr, betas=betas, weight_decay=0.0)
     for k in tqdm(range(len(levels)), disable=not progress, desc="red-diff", leave=False):
         sigma = table[:, k]
+        sigma_b = append_dims(sigma, mu.ndim)
         x0 = mu + sigma_x0 * randn_like(mu, generator) if sigma_x0 > 0 else mu
         eps = randn_like(mu, generator)
         with torch.no_grad():
-            eps_diff = (x0 - denoiser(x0 + append_dims(sigma, mu.ndim) * eps, sigma, **cond)) / append_dims(sigma, mu.ndim)
+            eps_diff = (x0 - denoiser(x0 + sigma_b * eps, sigma, **cond)) / sigma_b
         loss_noise = (eps_diff * x0).flatten(1).mean(1)
         loss = weights[:, k] * loss_noise + obs_weight * _data_loss(likelihood, x0, sigma, data_term)
         optimizer.zero_grad(set_to_none=True)
@@ -153,7 +154,8 @@ def _initial_mu(likelihood, mu_init, pinv_cutoff, shape, device, dtype) -> Tenso
         try:
             a_dagger = likelihood.require("A_dagger")
         except MissingCapability as err:
-            raise MissingCapability(f"{err}. RED-Diff's mu_init='pinv' needs it; pass mu_init='zeros' or a tensor") from None
+            hint = "RED-Diff's mu_init='pinv' needs it; pass mu_init='zeros' or a tensor"
+            raise MissingCapability(f"{err}. {hint}") from None
         init = a_dagger(likelihood.y).detach()
     else:
         raise ValueError(f"mu_init must be 'pinv', 'zeros' or a tensor, got {mu_init!r}")
@@ -168,7 +170,8 @@ def _initial_mu(likelihood, mu_init, pinv_cutoff, shape, device, dtype) -> Tenso
 
 def _truncated_pinv(svd, y: Tensor, cutoff: float) -> Tensor:
     s = torch.as_tensor(svd.singular_values, dtype=y.dtype, device=y.device)
-    inverse = torch.where(s.abs() > cutoff, 1.0 / torch.where(s.abs() > cutoff, s, torch.ones_like(s)), torch.zeros_like(s))
+    kept = s.abs() > cutoff
+    inverse = torch.where(kept, 1.0 / torch.where(kept, s, torch.ones_like(s)), torch.zeros_like(s))
     return svd.V(inverse * svd.U_adjoint(y))
 
 

@@ -37,7 +37,7 @@ def test_decomposable_physics_gives_linear_likelihood_with_svd():
 
 
 def test_linear_physics_without_svd_and_explicit_sigma():
-    physics = dinv.physics.Blur(filter=dinv.physics.blur.gaussian_blur(sigma=1.0), padding="circular")
+    physics = dinv.physics.Blur(filter=dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0)), padding="circular")
     y = physics(_x(1, seed=2))
     lik = from_physics(physics, y, sigma_y=0.05)
     assert isinstance(lik, LinearGaussianLikelihood) and lik.svd is None
