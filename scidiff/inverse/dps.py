@@ -89,9 +89,9 @@ def dps(
             x = x - (zeta * math.sqrt((1 + s[i] ** 2) * (1 + s[i + 1] ** 2))) * grad
         else:
             x = ddim_step(x, x0_hat - (zeta * s[i] ** 2) * grad, s[i], s[i + 1], eta=eta, generator=generator)
-        check_finite(x, f"DPS state at step {i}")
         if callback is not None:
             callback({"x": x, "i": i, "sigma": s[i], "denoised": x0_hat, "guidance": grad})
+    check_finite(x, "DPS samples")  # once at the end: a per-step check would sync the device every step
     n = len(s) - 1
     info = {"method": "dps", "nfe": n, "vjp": n, "wall_time": time.perf_counter() - start,
             "zeta": zeta, "guidance": guidance, "eta": float(eta)}
