@@ -89,3 +89,14 @@ def test_errors():
         from_deepinv(dinv.models.MMSE(torch.rand(2, *SHAPE)), 1.0)
     with pytest.raises(TypeError, match="callable"):
         from_deepinv(3.0, (0.0, 1.0))
+
+
+def test_deepinv_is_imported_only_by_the_adapters():
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    code = ("import sys, scidiff.inverse, scidiff.likelihoods; assert 'deepinv' not in sys.modules; "
+            "scidiff.inverse.to_deepinv; assert 'deepinv' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
