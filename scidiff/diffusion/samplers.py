@@ -123,13 +123,25 @@ def sample_ddim(
     s, cond = _prepare(x, sigmas), cond or {}
     for i in _steps(len(s) - 1, progress, f"ddim(eta={eta:g})"):
         denoised = _denoise(denoiser, x, s[i], cond)
-        sigma_up = min(s[i + 1], eta * s[i + 1] * math.sqrt(max(0.0, 1 - s[i + 1] ** 2 / s[i] ** 2)))
-        sigma_down = math.sqrt(s[i + 1] ** 2 - sigma_up**2)
-        x = denoised + (x - denoised) * (sigma_down / s[i])
-        if sigma_up > 0:
-            x = x + randn_like(x, generator) * sigma_up
+        x = ddim_step(x, denoised, s[i], s[i + 1], eta=eta, generator=generator)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": s[i], "sigma_hat": s[i], "denoised": denoised})
+    return x
+
+
+def ddim_step(
+    x: Tensor, denoised: Tensor, sigma: float, sigma_next: float, *, eta: float = 0.0, generator: Generator = None
+) -> Tensor:
+    """One DDIM step from ``sigma`` to ``sigma_next`` given the denoised estimate (see :func:`sample_ddim`).
+
+    Shared by the unconditional sampler and by guided posterior samplers (DPS), which pass their own
+    ``denoised``. ``eta = 0``: Euler/DDIM; ``eta = 1``: ancestral DDPM.
+    """
+    sigma_up = min(sigma_next, eta * sigma_next * math.sqrt(max(0.0, 1 - sigma_next**2 / sigma**2)))
+    sigma_down = math.sqrt(sigma_next**2 - sigma_up**2)
+    x = denoised + (x - denoised) * (sigma_down / sigma)
+    if sigma_up > 0:
+        x = x + randn_like(x, generator) * sigma_up
     return x
 
 

@@ -8,12 +8,19 @@ from .base import (
     SumLikelihood,
     WeightedLikelihood,
 )
+from .physics import SVD, from_physics
+from .sensors import PointSensors
+from .units import in_model_units
 
 __all__ = [
+    "SVD",
     "GaussianLikelihood",
     "Likelihood",
     "LinearGaussianLikelihood",
     "MissingCapability",
+    "PointSensors",
     "SumLikelihood",
     "WeightedLikelihood",
+    "from_physics",
+    "in_model_units",
 ]

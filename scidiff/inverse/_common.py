@@ -1,0 +1,30 @@
+"""Input checks shared by the posterior samplers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..diffusion._utils import check_sigmas
+
+
+def check_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """``shape = (N, *event_shape)``: ``N`` samples of one measurement."""
+    if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) < 2:
+        raise ValueError(f"shape must be (N, *event_shape) with at least one event dimension; got {shape!r}")
+    if any(int(n) < 1 for n in shape):
+        raise ValueError(f"shape entries must be positive; got {tuple(shape)}")
+    return tuple(int(n) for n in shape)
+
+
+def host_sigmas(sigmas: Tensor) -> list[float]:
+    """The validated schedule as Python floats, read once on the host (no device sync inside loops)."""
+    return [float(s) for s in check_sigmas(torch.as_tensor(sigmas).detach().cpu())]
+
+
+def check_positive(value: float, name: str) -> float:
+    if not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
