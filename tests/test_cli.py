@@ -62,5 +62,5 @@ def test_datasets_make(tmp_path):
 def test_demo_runs_on_a_given_prior(tmp_path):
     prior = DiffusionPrior([1, 32, 32], network_kwargs={"base_channels": 8, "channel_mults": [1, 2]})
     path = prior.export(tmp_path / "tiny.safetensors")
-    summary = main(["demo", "--prior", str(path), "--n", "4", "--steps", "3", "--out", str(tmp_path / "demo")])
+    summary = main(["demo", "--prior", str(path), "--n", "4", "--steps", "3", "--dps-steps", "4", "--out", str(tmp_path / "demo")])
     assert Path(summary["netcdf"]).exists() and Path(summary["figure"]).exists()
