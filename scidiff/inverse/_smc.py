@@ -26,7 +26,19 @@ def check_smc_args(likelihood, shape: Sequence[int], sigmas, scheme: str) -> tup
     s = [float(v) for v in check_sigmas(torch.as_tensor(sigmas).detach().cpu())]
     if s[-1] != 0.0:
         raise ValueError("sigmas must end with 0 (the clean signal); use append_zero or karras_sigmas")
+    _probe(likelihood, shape[1:])
     return shape, s
+
+
+def _probe(likelihood, event_shape: tuple[int, ...]) -> None:
+    """Evaluate the likelihood once on zeros so a shape mismatch fails here, with a clear message."""
+    y = getattr(likelihood, "y", None)
+    like = y if isinstance(y, Tensor) else torch.empty(0)
+    x = torch.zeros(1, *event_shape, dtype=like.dtype, device=like.device)
+    try:
+        likelihood.energy(x)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"the likelihood cannot be evaluated on particles of event shape {event_shape}: {err}") from err
 
 
 class ParticleBook:
