@@ -1,10 +1,12 @@
 """Posterior samplers for inverse problems, one file each, written against Denoiser + Likelihood."""
 
+from .afdps import afdps
 from .dps import dps
 from .posterior import Posterior
 from .red_diff import red_diff
+from .tds import tds, twisting_likelihood
 
-__all__ = ["Posterior", "dps", "from_deepinv", "red_diff", "to_deepinv"]
+__all__ = ["Posterior", "afdps", "dps", "from_deepinv", "red_diff", "tds", "to_deepinv", "twisting_likelihood"]
 
 
 def __getattr__(name):

@@ -69,6 +69,22 @@ class Posterior:
         out = sorted_x.gather(0, idx).reshape(len(q_t), *self.samples.shape[1:]).to(self.samples.dtype)
         return out[0] if torch.as_tensor(q).ndim == 0 else out
 
+    def credible_interval(self, level: float = 0.9) -> tuple[Tensor, Tensor]:
+        """Central ``level`` credible interval per entry: weighted quantiles ``(1 -+ level) / 2``."""
+        if not 0 < level < 1:
+            raise ValueError(f"level must lie in (0, 1), got {level}")
+        lo_hi = self.quantile(torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+        return lo_hi[0], lo_hi[1]
+
+    def coverage(self, truth: Tensor, level: float = 0.9) -> float:
+        """Fraction of the entries of ``truth`` (event shape, or ``(1, *shape)``) inside the central interval."""
+        truth = torch.as_tensor(truth, device=self.samples.device)
+        if truth.shape not in (self.samples.shape[1:], (1, *self.samples.shape[1:])):
+            raise ValueError(f"truth of shape {tuple(truth.shape)} does not match samples of shape {tuple(self.samples.shape)}")
+        lo, hi = self.credible_interval(level)
+        truth = truth.reshape(lo.shape).to(lo.dtype)
+        return float(((truth >= lo) & (truth <= hi)).double().mean())
+
     def to_xarray(self, dims: tuple[str, ...] | None = None, coords: dict | None = None, name: str = "x"):
         """An ``xarray.Dataset`` with the samples, their mean and std (and weights if any).
 

@@ -36,3 +36,22 @@ def test_xarray_and_netcdf_roundtrip(tmp_path):
 def test_bad_weights_shape():
     with pytest.raises(ValueError, match="log_weights must have shape"):
         Posterior(torch.randn(5, 2), torch.zeros(4))
+
+
+def test_coverage_of_exact_samples():
+    g = torch.Generator().manual_seed(3)
+    # unweighted: many problems with exact posterior samples -> 90% intervals hold 90% of truths
+    truth = torch.randn(2000, generator=g, dtype=torch.float64)
+    samples = torch.randn(400, 2000, generator=g, dtype=torch.float64)
+    post = Posterior(samples)
+    assert abs(post.coverage(truth, 0.9) - 0.9) < 0.03
+    assert post.coverage(truth, 0.5) < post.coverage(truth, 0.9)
+    # weighted: particles from N(0, 2^2) reweighted to N(0, 1)
+    wide = 2 * torch.randn(4000, 500, generator=g, dtype=torch.float64)
+    lw = -0.5 * wide[:, 0] ** 2 * (1 - 0.25)  # weights depend on entry 0 only
+    lo, hi = Posterior(wide[:, :1], lw).credible_interval(0.9)
+    assert abs(float(hi) - 1.645) < 0.15 and abs(float(lo) + 1.645) < 0.15
+    with pytest.raises(ValueError, match="does not match"):
+        post.coverage(torch.zeros(3))
+    with pytest.raises(ValueError, match="level"):
+        post.coverage(truth, 1.5)

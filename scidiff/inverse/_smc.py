@@ -1,0 +1,78 @@
+"""Pieces shared by the SMC posterior samplers (AFDPS, TDS): argument checks and resampling bookkeeping."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..diffusion._utils import check_sigmas
+from ..diffusion.random import Generator
+from ..kernels.particles import RESAMPLING_SCHEMES, ess, gather_particles, joint_generator, resample_if
+from ..likelihoods.base import Likelihood
+
+
+def check_smc_args(likelihood, shape: Sequence[int], sigmas, scheme: str) -> tuple[tuple[int, ...], list[float]]:
+    """Validate the common sampler arguments; return the shape tuple and the schedule as Python floats."""
+    if not isinstance(likelihood, Likelihood):
+        raise TypeError(f"likelihood must be a scidiff Likelihood, got {type(likelihood).__name__}")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2 or shape[0] < 1:
+        raise ValueError(f"shape must be (num_particles, *event_shape) with num_particles >= 1; got {shape}")
+    if scheme not in RESAMPLING_SCHEMES:
+        raise ValueError(f"unknown resampling scheme {scheme!r}; choose from {RESAMPLING_SCHEMES}")
+    s = [float(v) for v in check_sigmas(torch.as_tensor(sigmas).detach().cpu())]
+    if s[-1] != 0.0:
+        raise ValueError("sigmas must end with 0 (the clean signal); use append_zero or karras_sigmas")
+    _probe(likelihood, shape[1:])
+    return shape, s
+
+
+def _probe(likelihood, event_shape: tuple[int, ...]) -> None:
+    """Evaluate the likelihood once on zeros so a shape mismatch fails here, with a clear message."""
+    y = getattr(likelihood, "y", None)
+    like = y if isinstance(y, Tensor) else torch.empty(0)
+    x = torch.zeros(1, *event_shape, dtype=like.dtype, device=like.device)
+    try:
+        likelihood.energy(x)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"the likelihood cannot be evaluated on particles of event shape {event_shape}: {err}") from err
+
+
+class ParticleBook:
+    """ESS history, ESS-triggered resampling and the collapse warning for one particle system."""
+
+    def __init__(self, num_particles: int, threshold: float, scheme: str, warn_fraction: float, method: str):
+        self.n, self.threshold, self.scheme = num_particles, threshold, scheme
+        self.warn_level = max(1.5, warn_fraction * num_particles) if num_particles > 1 else 0.0
+        self.method = method
+        self.ess_history: list[float] = []
+        self.num_resampled = 0
+        self.collapsed_at: int | None = None
+
+    def step(self, log_w: Tensor, states: Sequence[Tensor], step: int, generator: Generator):
+        """Record the ESS of ``log_w``; resample ``states`` (each ``(N, ...)``) if it is below threshold."""
+        value = float(ess(log_w))
+        self.ess_history.append(value)
+        if value < self.warn_level and self.collapsed_at is None:
+            self.collapsed_at = step
+        if self.threshold <= 0:
+            return log_w, list(states)
+        ancestors, log_w, did = resample_if(log_w, self.threshold, self.scheme, generator=joint_generator(generator))
+        if bool(did):
+            self.num_resampled += 1
+            states = [None if s is None else gather_particles(s, ancestors) for s in states]
+        return log_w, list(states)
+
+    def finish(self) -> dict:
+        if self.collapsed_at is not None:
+            warnings.warn(
+                f"{self.method}: the effective sample size collapsed to below {self.warn_level:.3g} of {self.n} "
+                f"particles at step {self.collapsed_at}; the weighted posterior rests on very few particles. "
+                "Use more steps, more particles, or check the scale of the operator and sigma_y.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return {"num_resampled": self.num_resampled, "min_ess": min(self.ess_history, default=float(self.n))}
