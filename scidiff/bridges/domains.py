@@ -348,7 +348,7 @@ class Simplex(Polytope):
     @staticmethod
     def from_composition(p: Tensor) -> Tensor:
         """``(B, d + 1) -> (B, d)``; ``p`` must be a composition (non-negative, rows summing to 1)."""
-        if (p < 0).any() or not torch.allclose(p.sum(-1), torch.ones_like(p[:, 0]), atol=1e-5):
+        if (p < -1e-6).any() or not torch.allclose(p.sum(-1), torch.ones_like(p[:, 0]), atol=1e-5):
             raise ValueError("compositions must be non-negative with rows summing to 1")
         return p[:, :-1]
 
