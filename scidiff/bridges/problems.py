@@ -109,7 +109,7 @@ def run_problem(config: dict) -> dict:
         escaped = torch.zeros(start.shape[0], dtype=torch.bool)
 
         def track(state, escaped=escaped):
-            escaped.logical_or_(~domain.contains(state["x"], tol=0.0))
+            escaped.logical_or_(~domain.contains(state["x"]))
 
         t = time.perf_counter()
         with torch.no_grad():
@@ -120,7 +120,7 @@ def run_problem(config: dict) -> dict:
         div = sinkhorn_divergence(out, held_out, cfg["sinkhorn_reg"])
         results.append({
             "boundary": boundary, "sinkhorn": div, "ratio_to_floor": div / max(floor, 1e-12),
-            "escaped_paths": int(escaped.sum()), "outside_at_end": int((~domain.contains(out, tol=0.0)).sum()),
+            "escaped_paths": int(escaped.sum()), "outside_at_end": int((~domain.contains(out)).sum()),
             "time_s": elapsed,
         })
     return {"config": cfg, "noise_floor": floor, "train_time_s": train_time, "results": results}

@@ -35,7 +35,7 @@ def test_entropic_plan_matches_gaussian_sb_coupling(dim):
 
 def test_closed_form_sb_sde_reproduces_the_coupling():
     g = torch.Generator().manual_seed(0)
-    x0 = torch.randn(40000, 1, generator=g, dtype=torch.float64) - 0.1
+    x0 = torch.randn(20000, 1, generator=g, dtype=torch.float64) - 0.1
     x1 = reflected_euler_maruyama(gaussian_sb_drift([-0.1], 1.0, [0.1], 1.0, 1.0), x0, None, diffusion=1.0,
                                   n_steps=400, generator=g, progress=False)
     cov = torch.cov(torch.cat([x0, x1], 1).T)
@@ -48,15 +48,16 @@ def test_trained_bridge_learns_the_gaussian_sb_in_1d():
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(4000, 1, generator=g) - 0.1
     x1 = torch.randn(4000, 1, generator=g) + 0.1
-    net = train_bridge(x0, x1, 1.0, n_iter=700, batch_size=256, lr=2e-3, hidden=64, generator=g, progress=False)
-    z0 = torch.randn(40000, 1, generator=g) - 0.1
-    z1 = sample_bridge(net, z0, 1.0, n_steps=100, generator=g, progress=False)
+    net = train_bridge(x0, x1, 1.0, n_iter=400, batch_size=256, lr=3e-3, hidden=32, generator=g, progress=False)
+    z0 = torch.randn(20000, 1, generator=g) - 0.1
+    z1 = sample_bridge(net, z0, 1.0, n_steps=50, generator=g, progress=False)
     cov = torch.cov(torch.cat([z0, z1], 1).T)
-    assert abs(float(cov[0, 1]) - 0.6180) < 0.04
-    assert abs(float(z1.mean()) - 0.1) < 0.06 and abs(float(cov[1, 1]) - 1.0) < 0.08
-    # Backward direction recovers the source law.
-    back = sample_bridge(net, torch.randn(20000, 1, generator=g) + 0.1, 1.0, direction="backward", generator=g, progress=False)
-    assert abs(float(back.mean()) + 0.1) < 0.06
+    # A small net after 400 steps: the coupling is within 0.05 of 0.618 (independent coupling: 0, exact OT: ~1).
+    assert abs(float(cov[0, 1]) - 0.6180) < 0.05
+    assert abs(float(z1.mean()) - 0.1) < 0.08 and abs(float(cov[1, 1]) - 1.0) < 0.15
+    back = sample_bridge(net, torch.randn(10000, 1, generator=g) + 0.1, 1.0, direction="backward", n_steps=50,
+                         generator=g, progress=False)
+    assert abs(float(back.mean()) + 0.1) < 0.08
 
 
 def test_reflected_bridge_sampling_stays_inside():

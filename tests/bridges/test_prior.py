@@ -40,11 +40,11 @@ def test_heat_kernel_matches_cosine_series():
 def test_reverse_reflected_sde_with_exact_score_recovers_data_law():
     m, s = 0.8, 0.3
     ref = stats.truncnorm((0 - m) / s, (1 - m) / s, loc=m, scale=s)
-    data = torch.tensor(ref.rvs(150, random_state=0))[:, None]
+    data = torch.tensor(ref.rvs(60, random_state=0))[:, None]
     box = Box(0.0, 1.0)
     prior = ReflectedDiffusionPrior(box, sigma_min=0.02, sigma_max=2.0)
     score = lambda x, t: reflected_empirical_score(x, data, prior.sigma(t), box)  # noqa: E731
-    x = prior.sample(600, n_steps=150, generator=torch.Generator().manual_seed(1), progress=False,
+    x = prior.sample(300, n_steps=100, generator=torch.Generator().manual_seed(1), progress=False,
                      score_fn=score, dtype=torch.float64)
     assert ((x >= 0) & (x <= 1)).all()
     assert stats.kstest(x[:, 0].numpy(), ref.cdf).pvalue > 0.01
@@ -55,9 +55,9 @@ def test_trained_prior_samples_inside_and_learns_the_mean():
     box = Box(torch.zeros(2), torch.ones(2))
     data = torch.stack([0.85 + 0.1 * torch.rand(3000, generator=g), 0.1 * torch.rand(3000, generator=g)], 1)
     prior = ReflectedDiffusionPrior(box, sigma_max=2.0, hidden=64)
-    losses = prior.fit(data, n_iter=400, batch_size=256, generator=g, progress=False)
+    losses = prior.fit(data, n_iter=250, batch_size=256, generator=g, progress=False)
     assert sum(losses[-50:]) < sum(losses[:50])
-    x = prior.sample(1000, n_steps=150, generator=g, progress=False)
+    x = prior.sample(500, n_steps=100, generator=g, progress=False)
     assert box.contains(x).all()
     assert (x.mean(0) - data.mean(0)).abs().max() < 0.1
 
