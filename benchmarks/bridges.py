@@ -22,7 +22,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--domain", choices=["flower", "polygon"], default="flower")
     p.add_argument("--n-iter", type=int, default=1500)
-    p.add_argument("--n-eval", type=int, default=1500)
+    p.add_argument("--n-eval", type=int, default=1000)
     p.add_argument("--n-steps", type=int, default=100)
     p.add_argument("--sigma", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
