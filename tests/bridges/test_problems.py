@@ -1,0 +1,29 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scidiff.bridges import run_problem
+from scidiff.bridges.problems import DEFAULTS, markdown_table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["bridges_flower", "bridges_simplex"])
+def test_problem_configs_run_and_reflection_never_escapes(name):
+    cfg = yaml.safe_load((ROOT / "problems" / name / "config.yaml").read_text())
+    assert set(cfg) <= set(DEFAULTS)
+    cfg.update(n_train=300, n_eval=150, n_iter=15, batch_size=64, hidden=16, n_steps=15)
+    report = run_problem(cfg)
+    rows = {r["boundary"]: r for r in report["results"]}
+    assert rows["reflect"]["escaped_paths"] == 0 and rows["clamp"]["outside_at_end"] == 0
+    assert report["noise_floor"] > 0 and "reflected bridge" in markdown_table(report)
+
+
+def test_bad_configs_raise():
+    with pytest.raises(ValueError, match="unknown config keys"):
+        run_problem({"sigmaa": 1.0})
+    with pytest.raises(TypeError):
+        run_problem([("sigma", 1.0)])
+    with pytest.raises(ValueError, match="unknown law"):
+        run_problem({"source": {"type": "banana"}, "n_iter": 1})
