@@ -64,3 +64,9 @@ def test_demo_runs_on_a_given_prior(tmp_path):
     path = prior.export(tmp_path / "tiny.safetensors")
     summary = main(["demo", "--prior", str(path), "--n", "4", "--steps", "3", "--dps-steps", "4", "--out", str(tmp_path / "demo")])
     assert Path(summary["netcdf"]).exists() and Path(summary["figure"]).exists()
+
+
+def test_bridge_problem_from_the_command_line():
+    report = main(["bridge", "-c", str(ROOT / "problems/bridges_simplex/config.yaml"), "--set", "n_train=200",
+                   "--set", "n_eval=100", "--set", "n_iter=5", "--set", "hidden=16", "--set", "n_steps=10"])
+    assert {r["boundary"] for r in report["results"]} >= {"reflect"}
