@@ -176,6 +176,17 @@ class LinearGaussianLikelihood(GaussianLikelihood):
     def grad(self, x, sigma=None):
         return -self.A_adjoint(self.residual(x)) / self.sigma_y**2
 
+    def laplacian(self, x, sigma=None, *, generator=None, num_probes=1):
+        """``tr(A^T A) / sigma_y^2`` (constant in ``x``), by Hutchinson's ``E[|A v|^2]`` with Rademacher ``v``.
+
+        The Hessian is ``A^T A / sigma_y^2``, so no second-order autograd is needed.
+        """
+        total = x.new_zeros(x.shape[0])
+        for _ in range(num_probes):
+            v = torch.sign(randn_like(x, generator))
+            total = total + self.A(v).pow(2).flatten(1).sum(1)
+        return total / (num_probes * self.sigma_y**2)
+
     def energy_and_grad(self, x, sigma=None):
         r = self.residual(x)
         return r.pow(2).flatten(1).sum(1) / (2 * self.sigma_y**2), -self.A_adjoint(r) / self.sigma_y**2

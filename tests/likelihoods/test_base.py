@@ -56,3 +56,12 @@ def test_clear_errors():
         GaussianLikelihood(lambda x: x, torch.tensor([[float("nan")]]), 0.1)
     with pytest.raises(ValueError, match="sigma_y must be positive"):
         GaussianLikelihood(lambda x: x, y, 0.0)
+
+
+def test_generic_hutchinson_laplacian_matches_closed_form_for_a_nonlinear_forward():
+    y = torch.tensor([[0.5, -0.2, 1.0]], dtype=torch.float64)
+    lik = GaussianLikelihood(lambda x: x**2, y, 0.5)
+    x = torch.tensor([[0.3, -1.2, 0.8]], dtype=torch.float64)
+    exact = ((6 * x**2 - 2 * y) / 0.25).sum(1)  # d^2/dx^2 of (y - x^2)^2 / (2 sigma^2)
+    est = lik.laplacian(x, generator=torch.Generator().manual_seed(0), num_probes=64)
+    assert torch.allclose(est, exact, rtol=1e-10)  # diagonal Hessian: Rademacher probes are exact
