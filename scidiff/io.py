@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
+
+from ._files import atomic_path
 
 FORMAT = "scidiff.prior"
 FORMAT_VERSION = "1"
@@ -39,13 +39,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UnsafeFileError(f"{path} is not a readable torch checkpoint ({err})") from None
 
 
-def _atomic_path(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    return tmp
-
-
 def export_safetensors(prior, path: str | Path) -> Path:
     """Write a prior's sampling weights (EMA when present), normaliser and configuration."""
     from safetensors.torch import save_file
@@ -56,13 +49,8 @@ def export_safetensors(prior, path: str | Path) -> Path:
     tensors["norm_std"] = prior.norm_std.detach().cpu().contiguous()
     config = {k: v for k, v in dict(prior.hparams).items()}
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(config)}
-    tmp = _atomic_path(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -20,7 +20,7 @@ def _last_logged(metrics_csv: Path, key: str) -> float | None:
 
 def training_record(ckpt: dict, ckpt_path: Path) -> dict:
     """Steps, epochs, images seen, wall time and last losses of a Lightning checkpoint (and its CSV log)."""
-    data = ckpt.get("datamodule_hyper_parameters") or {}
+    data = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not str(k).startswith("_")}
     timer = next((v for k, v in ckpt.get("callbacks", {}).items() if k.startswith("Timer")), {})
     steps = int(ckpt.get("global_step", 0))
     metrics = ckpt_path.parent.parent / "metrics.csv"  # <log_dir>/checkpoints/<file>.ckpt
