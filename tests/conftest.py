@@ -24,6 +24,6 @@ def smooth_mixture(shape, weights=(0.3, 0.7), seed=0) -> GaussianMixture:
 
 @pytest.fixture(autouse=True)
 def _threads():
-    # One thread: the test tensors are small, and CI shares two cores with other work.
+    # One thread: the test tensors are small, and thousands of tiny ops only contend with a second thread.
     torch.set_num_threads(1)
     yield

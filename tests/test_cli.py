@@ -3,7 +3,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 import xarray as xr
 
 from scidiff.cli import run as main

@@ -5,6 +5,7 @@ from .precond import EDMPrecond, edm_loss, edm_scalings
 from .random import rand, randn, randn_like, seeded_generators
 from .samplers import (
     SAMPLERS,
+    ddim_step,
     sample,
     sample_ancestral,
     sample_ddim,
@@ -27,4 +28,36 @@ from .schedules import (
     vp_t,
 )
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [
+    "EDMPrecond",
+    "SAMPLERS",
+    "alpha_bar_from_sigma",
+    "append_dims",
+    "append_zero",
+    "as_sigma_batch",
+    "check_finite",
+    "check_sigmas",
+    "ddim_step",
+    "ddpm_alpha_bars",
+    "ddpm_sigmas",
+    "edm_loss",
+    "edm_loss_weight",
+    "edm_scalings",
+    "exponential_sigmas",
+    "karras_sigmas",
+    "rand",
+    "randn",
+    "randn_like",
+    "sample",
+    "sample_ancestral",
+    "sample_ddim",
+    "sample_euler",
+    "sample_euler_maruyama",
+    "sample_heun",
+    "seeded_generators",
+    "sigma_from_alpha_bar",
+    "snr",
+    "vp_alpha_bar",
+    "vp_sigma",
+    "vp_t",
+]

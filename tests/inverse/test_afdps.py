@@ -13,14 +13,6 @@ from scidiff.oracles import Gaussian
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # thousands of tiny ops: extra threads only add contention on a shared CPU
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # sigma_max = 3 on unit-scale priors: AFDPS's log-weight variance grows like sigma_max^2 / sigma_y^2
 SIGMAS = karras_sigmas(200, sigma_max=3.0, rho=2.0)

@@ -11,14 +11,6 @@ from scidiff.likelihoods import GaussianLikelihood
 SIGMAS = ddpm_sigmas(100)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # thousands of tiny ops: extra threads only add contention on a shared CPU
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _run(prior, lik, k, seed, sigmas=SIGMAS, **kw):
     with warnings.catch_warnings():

@@ -23,14 +23,6 @@ N = 10
 STEPS = 60
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one thread is much faster than two on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def poisson():
