@@ -36,23 +36,23 @@ def _images(y: Tensor, y0: Tensor, s: Tensor) -> Tensor:
     return torch.cat([u1, u2], dim=-1)
 
 
-def reflected_heat_kernel_log_prob(x: Tensor, x0: Tensor, sigma: Tensor, domain: Box) -> Tensor:
-    """``log p(x | x0)`` per coordinate ``(B, *dims)`` of reflected BM with variance ``sigma^2`` in the box."""
+def _unit_box_images(x: Tensor, x0: Tensor, sigma: Tensor, domain: Box) -> tuple[Tensor, Tensor, Tensor]:
+    """Map the box to the unit cube: image offsets ``u``, the scaled sigma ``s`` (broadcast over images), width ``w``."""
     lo, hi = domain._cast(x)
     w = hi - lo
     s = sigma.reshape(-1, *([1] * (x.ndim - 1))) / w
-    u = _images((x - lo) / w, (x0 - lo) / w, s)
-    s = s[..., None]
+    return _images((x - lo) / w, (x0 - lo) / w, s), s[..., None], w
+
+
+def reflected_heat_kernel_log_prob(x: Tensor, x0: Tensor, sigma: Tensor, domain: Box) -> Tensor:
+    """``log p(x | x0)`` per coordinate ``(B, *dims)`` of reflected BM with variance ``sigma^2`` in the box."""
+    u, s, w = _unit_box_images(x, x0, sigma, domain)
     return torch.logsumexp(-(u**2) / (2 * s**2), dim=-1) - torch.log(s[..., 0] * math.sqrt(2 * math.pi)) - torch.log(w)
 
 
 def reflected_heat_kernel_score(x: Tensor, x0: Tensor, sigma: Tensor, domain: Box) -> Tensor:
     """``grad_x log p(x | x0)`` of the reflected heat kernel on a box (the DSM target of Lou & Ermon)."""
-    lo, hi = domain._cast(x)
-    w = hi - lo
-    s = sigma.reshape(-1, *([1] * (x.ndim - 1))) / w
-    u = _images((x - lo) / w, (x0 - lo) / w, s)
-    s = s[..., None]
+    u, s, w = _unit_box_images(x, x0, sigma, domain)
     weights = torch.softmax(-(u**2) / (2 * s**2), dim=-1)
     return (weights * (-u / s**2)).sum(-1) / w
 

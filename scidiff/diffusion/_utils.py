@@ -55,3 +55,8 @@ def check_sigmas(sigmas: Tensor) -> Tensor:
     if not (sigmas[1:] < sigmas[:-1]).all():
         raise ValueError("sigmas must be strictly decreasing (from sigma_max down to sigma_min or 0)")
     return sigmas
+
+
+def host_sigmas(sigmas: Tensor) -> list[float]:
+    """The validated schedule as Python floats, read once on the host (no device sync inside sampling loops)."""
+    return [float(s) for s in check_sigmas(torch.as_tensor(sigmas).detach().cpu())]

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ._utils import check_finite, check_sigmas
+from ._utils import check_finite, host_sigmas
 from .random import Generator, randn, randn_like
 
 Callback = Callable[[dict], None]
@@ -26,7 +26,7 @@ Callback = Callable[[dict], None]
 
 def _prepare(x: Tensor, sigmas: Tensor) -> list[float]:
     check_finite(x, "initial state x")
-    return [float(s) for s in check_sigmas(torch.as_tensor(sigmas).detach().cpu())]
+    return host_sigmas(sigmas)
 
 
 def _steps(n: int, progress: bool, desc: str):

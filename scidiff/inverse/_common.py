@@ -5,9 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
-
-from ..diffusion._utils import check_sigmas
 
 
 def check_shape(shape: Sequence[int]) -> tuple[int, ...]:
@@ -17,11 +14,6 @@ def check_shape(shape: Sequence[int]) -> tuple[int, ...]:
     if any(int(n) < 1 for n in shape):
         raise ValueError(f"shape entries must be positive; got {tuple(shape)}")
     return tuple(int(n) for n in shape)
-
-
-def host_sigmas(sigmas: Tensor) -> list[float]:
-    """The validated schedule as Python floats, read once on the host (no device sync inside loops)."""
-    return [float(s) for s in check_sigmas(torch.as_tensor(sigmas).detach().cpu())]
 
 
 def check_positive(value: float, name: str) -> float:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..diffusion._utils import check_sigmas
+from ..diffusion._utils import host_sigmas
 from ..diffusion.random import Generator
 from ..kernels.particles import RESAMPLING_SCHEMES, ess, gather_particles, joint_generator, resample_if
 from ..likelihoods.base import Likelihood
@@ -23,7 +23,7 @@ def check_smc_args(likelihood, shape: Sequence[int], sigmas, scheme: str) -> tup
         raise ValueError(f"shape must be (num_particles, *event_shape) with num_particles >= 1; got {shape}")
     if scheme not in RESAMPLING_SCHEMES:
         raise ValueError(f"unknown resampling scheme {scheme!r}; choose from {RESAMPLING_SCHEMES}")
-    s = [float(v) for v in check_sigmas(torch.as_tensor(sigmas).detach().cpu())]
+    s = host_sigmas(sigmas)
     if s[-1] != 0.0:
         raise ValueError("sigmas must end with 0 (the clean signal); use append_zero or karras_sigmas")
     _probe(likelihood, shape[1:])

@@ -25,7 +25,8 @@ from ..diffusion._utils import check_finite
 from ..diffusion.random import Generator, randn
 from ..diffusion.samplers import ddim_step
 from ..likelihoods.base import Likelihood
-from ._common import check_positive, check_shape, host_sigmas
+from ..diffusion._utils import host_sigmas
+from ._common import check_positive, check_shape
 from .posterior import Posterior
 
 GUIDANCE = ("norm", "annealed")

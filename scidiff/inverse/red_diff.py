@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from ..diffusion._utils import append_dims, check_finite
 from ..diffusion.random import Generator, rand, randn_like
 from ..likelihoods.base import Likelihood, MissingCapability
-from ._common import check_positive, check_shape, host_sigmas
+from ..diffusion._utils import host_sigmas
+from ._common import check_positive, check_shape
 from .posterior import Posterior
 
 # The denoiser weightings of the reference code, as functions of sigma = sqrt(1 - alpha_bar) / sqrt(alpha_bar).

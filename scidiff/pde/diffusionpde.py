@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..diffusion._utils import check_finite, check_sigmas
+from ..diffusion._utils import check_finite, check_sigmas, host_sigmas
 from ..diffusion.random import Generator, rand, randn
 from ..inverse.posterior import Posterior
 from ..likelihoods.base import Likelihood
@@ -261,7 +261,7 @@ def sample_diffusionpde(
     ``x_{i+1} = x' - g``. ``shape = (N, *event_shape)`` draws ``N`` independent samples. Returns a
     :class:`~scidiff.inverse.Posterior`.
     """
-    s = [float(v) for v in check_sigmas(torch.as_tensor(sigmas).detach().cpu())]
+    s = host_sigmas(sigmas)
     cond = cond or {}
     x = randn(tuple(shape), generator, device=device, dtype=dtype) * s[0]
     n_steps, nfe, t0 = len(s) - 1, 0, time.perf_counter()
