@@ -25,6 +25,7 @@ from torch import nn
 import scidiff.inverse as inverse
 from scidiff.diffusion import ddpm_sigmas, karras_sigmas, sample
 from scidiff.likelihoods import LinearGaussianLikelihood
+from scidiff.likelihoods.physics import SVD
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "inverse"))
 from smc_problems import linear_problem, posterior_errors  # noqa: E402
@@ -35,6 +36,7 @@ def schedules(steps: int) -> dict:
     return {
         "afdps": karras_sigmas(steps, sigma_max=3.0, rho=2.0),
         "tds": ddpm_sigmas(steps),
+        "mcgdiff": ddpm_sigmas(steps),
         "dps": karras_sigmas(steps, sigma_max=3.0),
         "red_diff": karras_sigmas(steps, sigma_max=3.0),
     }
@@ -50,7 +52,7 @@ def run(method: str, denoiser, lik, shape, sigmas, seed: int):
 
 
 def oracle_table(ks, problems: int, steps: int) -> None:
-    methods = [m for m in ("afdps", "tds", "dps", "red_diff") if hasattr(inverse, m)]
+    methods = [m for m in ("afdps", "tds", "mcgdiff", "dps", "red_diff") if hasattr(inverse, m)]
     sig = schedules(steps)
     print(f"\n### Oracle: 2D two-mode prior, y = x1 + x2/2 + 0.5 n, {steps} steps, mean over {problems} problems\n")
     print("| method | K | error | error / error(K_min) | wall s | wall / wall(K_min) |")
@@ -61,7 +63,7 @@ def oracle_table(ks, problems: int, steps: int) -> None:
             errs, walls = [], []
             for p in range(problems):
                 prior, lik, exact, _ = linear_problem(p)
-                lik32 = LinearGaussianLikelihood(lik.A, lik.A_adjoint, lik.y.float(), lik.sigma_y)
+                lik32 = LinearGaussianLikelihood(lik.A, lik.A_adjoint, lik.y.float(), lik.sigma_y, svd=lik.svd)
                 try:
                     post, wall = run(method, prior, lik32, (k, 2), sig[method], 100 + p)
                 except TypeError as err:  # a peer with a different signature: say so, do not guess
@@ -101,14 +103,16 @@ def overhead_table(ks, steps: int, res: int, repeats: int) -> None:
     g = torch.Generator().manual_seed(0)
     mask = (torch.rand(1, 1, res, res, generator=g) < 0.3).float()
     y = mask * torch.randn(1, 1, res, res, generator=g)
-    lik = LinearGaussianLikelihood(lambda x: mask * x, lambda r: mask * r, y, 0.1)
-    sig = {"afdps": karras_sigmas(steps), "tds": ddpm_sigmas(steps)}
-    peer = {"afdps": "euler_maruyama", "tds": "ancestral"}
+    identity = lambda v: v  # noqa: E731
+    lik = LinearGaussianLikelihood(lambda x: mask * x, lambda r: mask * r, y, 0.1,
+                                   svd=SVD(identity, identity, identity, identity, mask))
+    sig = {"afdps": karras_sigmas(steps), "tds": ddpm_sigmas(steps), "mcgdiff": ddpm_sigmas(steps)}
+    peer = {"afdps": "euler_maruyama", "tds": "ancestral", "mcgdiff": "ancestral"}
     print(f"\n### Particle overhead: conv net ({sum(p.numel() for p in net.parameters())} parameters) on 1x{res}x{res}, "
           f"inpainting 30 %, {steps} steps, median of {repeats}\n")
     print("| method | K | wall s | unconditional wall s (sampler) | overhead |")
     print("|---|---|---|---|---|")
-    for method in ("afdps", "tds"):
+    for method in ("afdps", "tds", "mcgdiff"):
         for k in ks:
             shape = (k, 1, res, res)
             walls, base = [], []

@@ -193,8 +193,13 @@ class LinearGaussianLikelihood(GaussianLikelihood):
 
     @classmethod
     def from_matrix(cls, matrix: Tensor, y: Tensor, sigma_y: float, shape) -> LinearGaussianLikelihood:
-        """A dense ``(m, d)`` matrix acting on ``x`` of event shape ``shape`` (``d = prod(shape)``)."""
+        """A dense ``(m, d)`` matrix acting on ``x`` of event shape ``shape`` (``d = prod(shape)``).
+
+        The likelihood carries the matrix's SVD (spectral coordinates are ``(B, d)``, with zero singular values
+        beyond the rank), so SVD-space samplers (MCGdiff, FPS) run on it.
+        """
         shape = tuple(shape)
+        matrix = torch.as_tensor(matrix)
 
         def A(x):  # noqa: N802
             return x.reshape(x.shape[0], -1) @ matrix.T.to(x.dtype)
@@ -207,4 +212,30 @@ class LinearGaussianLikelihood(GaussianLikelihood):
         def A_dagger(v):  # noqa: N802
             return (v @ pinv_t.to(v.dtype)).reshape(v.shape[0], *shape)
 
-        return cls(A, A_adjoint, y.reshape(-1, matrix.shape[0]), sigma_y, A_dagger=A_dagger)
+        return cls(A, A_adjoint, y.reshape(-1, matrix.shape[0]), sigma_y, A_dagger=A_dagger,
+                   svd=_dense_svd(matrix, shape))
+
+
+def _dense_svd(matrix: Tensor, shape: tuple[int, ...]):
+    """``matrix = U diag(s) V^T`` as an :class:`~scidiff.likelihoods.physics.SVD` with ``d`` spectral coordinates."""
+    from .physics import SVD
+
+    m, d = matrix.shape
+    u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=True)
+    s_full = torch.zeros(d, dtype=torch.float64)
+    s_full[: s.numel()] = s
+
+    def U(c):  # noqa: N802
+        return torch.nn.functional.pad(c, (0, max(m - d, 0)))[:, :m] @ u.T.to(c.dtype)
+
+    def U_adjoint(r):  # noqa: N802
+        out = r.reshape(r.shape[0], m) @ u.to(r.dtype)
+        return torch.nn.functional.pad(out, (0, max(d - m, 0)))[:, :d]
+
+    def V(c):  # noqa: N802
+        return (c @ vh.to(c.dtype)).reshape(c.shape[0], *shape)
+
+    def V_adjoint(x):  # noqa: N802
+        return x.reshape(x.shape[0], -1) @ vh.T.to(x.dtype)
+
+    return SVD(U, U_adjoint, V, V_adjoint, s_full)
