@@ -119,12 +119,15 @@ def mcgdiff(
                        max_batch_size=max_batch_size)
 
     def move(mean: Tensor, var_kernel: float, var_pot: Tensor, mask: Tensor) -> Tensor:
-        """Draw from ``N(mean, var_kernel)`` times the potential on the coordinates in ``mask``."""
-        m_bar = data.coords(mean)
+        """Draw from ``N(mean, var_kernel)`` times the potential on the coordinates in ``mask``.
+
+        A kernel draw ``z`` is corrected inside the span of ``V`` only, so ``V`` may be a thin factor.
+        """
+        z = mean + var_kernel**0.5 * randn(mean.shape, generator, device=mean.device, dtype=mean.dtype)
+        m_bar, z_bar = data.coords(mean), data.coords(z)
         gain = torch.where(mask, var_kernel / (var_kernel + var_pot), torch.zeros_like(var_pot))
-        noise = data.coords(randn(mean.shape, generator, device=mean.device, dtype=mean.dtype))
-        x_bar = m_bar + gain * (data.y_tilde - m_bar) + ((1 - gain) * var_kernel).sqrt() * noise
-        return data.svd.V(x_bar.to(mean.dtype))
+        x_bar = m_bar + gain * (data.y_tilde - m_bar) + (1 - gain).sqrt() * (z_bar - m_bar)
+        return z + data.svd.V((x_bar - z_bar).to(mean.dtype))
 
     # x_T from N(0, sigma_max^2) times the potentials (conditioned already where sigma* >= sigma_max): exact,
     # with a weight that is the same for every particle

@@ -195,8 +195,8 @@ class LinearGaussianLikelihood(GaussianLikelihood):
     def from_matrix(cls, matrix: Tensor, y: Tensor, sigma_y: float, shape) -> LinearGaussianLikelihood:
         """A dense ``(m, d)`` matrix acting on ``x`` of event shape ``shape`` (``d = prod(shape)``).
 
-        The likelihood carries the matrix's SVD (spectral coordinates are ``(B, d)``, with zero singular values
-        beyond the rank), so SVD-space samplers (MCGdiff, FPS) run on it.
+        The likelihood carries the matrix's thin SVD, so SVD-space samplers (MCGdiff, RED-Diff's truncated
+        pseudo-inverse) run on it.
         """
         shape = tuple(shape)
         matrix = torch.as_tensor(matrix)
@@ -217,20 +217,20 @@ class LinearGaussianLikelihood(GaussianLikelihood):
 
 
 def _dense_svd(matrix: Tensor, shape: tuple[int, ...]):
-    """``matrix = U diag(s) V^T`` as an :class:`~scidiff.likelihoods.physics.SVD` with ``d`` spectral coordinates."""
+    """The thin SVD ``matrix = U diag(s) V^T`` as an :class:`~scidiff.likelihoods.physics.SVD`.
+
+    Spectral coordinates are ``(B, r)`` with ``r = min(m, d)``: ``V`` has orthonormal columns, so ``V(V_adjoint(x))``
+    is the projection of ``x`` on the row space (the rest of ``x`` is unobserved).
+    """
     from .physics import SVD
 
-    m, d = matrix.shape
-    u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=True)
-    s_full = torch.zeros(d, dtype=torch.float64)
-    s_full[: s.numel()] = s
+    u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
 
     def U(c):  # noqa: N802
-        return torch.nn.functional.pad(c, (0, max(m - d, 0)))[:, :m] @ u.T.to(c.dtype)
+        return c @ u.T.to(c.dtype)
 
     def U_adjoint(r):  # noqa: N802
-        out = r.reshape(r.shape[0], m) @ u.to(r.dtype)
-        return torch.nn.functional.pad(out, (0, max(d - m, 0)))[:, :d]
+        return r.reshape(r.shape[0], -1) @ u.to(r.dtype)
 
     def V(c):  # noqa: N802
         return (c @ vh.to(c.dtype)).reshape(c.shape[0], *shape)
@@ -238,4 +238,4 @@ def _dense_svd(matrix: Tensor, shape: tuple[int, ...]):
     def V_adjoint(x):  # noqa: N802
         return x.reshape(x.shape[0], -1) @ vh.T.to(x.dtype)
 
-    return SVD(U, U_adjoint, V, V_adjoint, s_full)
+    return SVD(U, U_adjoint, V, V_adjoint, s)
