@@ -64,21 +64,17 @@ def _figure(samples, k, spec_model, spec_exact, inv: dict, path: Path) -> Path:
     return path
 
 
-def sparse_sensor_problem(prior, *, fraction: float = 0.05, sigma_y: float = 0.05, n: int = 8, steps: int = 100,
-                          zeta: float = 1.0, seed: int = 0) -> dict:
-    """Observe a held-out field at a random ``fraction`` of pixels; compare DPS with the exact posterior.
+def grf_sensor_problem(shape, *, fraction: float = 0.05, sigma_y: float = 0.05, seed: int = 0) -> dict:
+    """A held-out GRF observed at a random ``fraction`` of pixels, with its exact Gaussian posterior.
 
     The field law is Gaussian with the known covariance :func:`~scidiff.data.synthetic.grf_covariance`, so the
-    exact posterior is :meth:`scidiff.oracles.GaussianMixture.posterior` of that Gaussian.
+    exact posterior is :meth:`scidiff.oracles.GaussianMixture.posterior` of that Gaussian. Returns the truth
+    ``(1, res, res)``, the likelihood in physical units (a selection matrix, with its SVD) and the exact posterior.
     """
     from .data.synthetic import gaussian_random_field, grf_covariance
-    from .diffusion import karras_sigmas, seeded_generators
-    from .inverse.dps import dps
     from .likelihoods import LinearGaussianLikelihood
-    from .likelihoods.units import in_model_units
     from .oracles import Gaussian
 
-    shape = prior.shape
     res, d = shape[-1], math.prod(shape)
     g = torch.Generator().manual_seed(10_000 + seed)
     truth = gaussian_random_field(1, res, generator=g)[0]
@@ -88,12 +84,26 @@ def sparse_sensor_problem(prior, *, fraction: float = 0.05, sigma_y: float = 0.0
     selection[torch.arange(m), idx] = 1.0
     y = truth.reshape(-1).double()[idx] + sigma_y * torch.randn(m, generator=g, dtype=torch.float64)
     likelihood = LinearGaussianLikelihood.from_matrix(selection, y[None], sigma_y, shape)
+    exact = Gaussian(torch.zeros(d), grf_covariance(res)).posterior(selection, y, sigma_y)
+    return {"truth": truth, "likelihood": likelihood, "exact": exact, "sensor_index": idx}
+
+
+def sparse_sensor_problem(prior, *, fraction: float = 0.05, sigma_y: float = 0.05, n: int = 8, steps: int = 100,
+                          zeta: float = 1.0, seed: int = 0) -> dict:
+    """Observe a held-out field at a random ``fraction`` of pixels; compare DPS with the exact posterior."""
+    from .diffusion import karras_sigmas, seeded_generators
+    from .inverse.dps import dps
+    from .likelihoods.units import in_model_units
+
+    shape = prior.shape
+    res = shape[-1]
+    problem = grf_sensor_problem(shape, fraction=fraction, sigma_y=sigma_y, seed=seed)
+    truth, likelihood, exact, idx = (problem[k] for k in ("truth", "likelihood", "exact", "sensor_index"))
     stats = dict(mean=prior.norm_mean.reshape(-1, 1, 1).double(), std=prior.norm_std.reshape(-1, 1, 1).double())
     post = dps(prior, in_model_units(likelihood, **stats, shape=shape), (n, *shape),
                karras_sigmas(steps, prior.hparams.sigma_min, prior.hparams.sigma_max), zeta=zeta,
                generator=seeded_generators(range(seed, seed + n)))
     samples = prior.denormalize(post.samples.detach())
-    exact = Gaussian(torch.zeros(d), grf_covariance(res)).posterior(selection, y, sigma_y)
     exact_mean = exact.mean().reshape(shape).float()
     exact_std = exact.covariance().diagonal().sqrt().reshape(shape).float()
     dps_mean, dps_std = samples.mean(0), samples.std(0)
@@ -102,7 +112,7 @@ def sparse_sensor_problem(prior, *, fraction: float = 0.05, sigma_y: float = 0.0
         "truth": truth[0], "exact_mean": exact_mean[0], "exact_std": exact_std[0], "dps_mean": dps_mean[0],
         "dps_std": dps_std[0], "samples": samples, "sensor_rc": (idx // res, idx % res),
         "summary": {
-            "sensors": m,
+            "sensors": int(idx.numel()),
             "dps_steps": steps,
             "dps_seconds": round(post.info["wall_time"], 2),
             "rel_error_dps_mean_vs_truth": round(rel(dps_mean, truth), 4),

@@ -4,9 +4,10 @@ from .afdps import afdps
 from .dps import dps
 from .posterior import Posterior
 from .red_diff import red_diff
+from .mcgdiff import mcgdiff
 from .tds import tds, twisting_likelihood
 
-__all__ = ["Posterior", "afdps", "dps", "from_deepinv", "red_diff", "tds", "to_deepinv", "twisting_likelihood"]
+__all__ = ["Posterior", "afdps", "dps", "from_deepinv", "mcgdiff", "red_diff", "tds", "to_deepinv", "twisting_likelihood"]
 
 
 def __getattr__(name):

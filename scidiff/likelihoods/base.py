@@ -193,8 +193,13 @@ class LinearGaussianLikelihood(GaussianLikelihood):
 
     @classmethod
     def from_matrix(cls, matrix: Tensor, y: Tensor, sigma_y: float, shape) -> LinearGaussianLikelihood:
-        """A dense ``(m, d)`` matrix acting on ``x`` of event shape ``shape`` (``d = prod(shape)``)."""
+        """A dense ``(m, d)`` matrix acting on ``x`` of event shape ``shape`` (``d = prod(shape)``).
+
+        The likelihood carries the matrix's thin SVD, so SVD-space samplers (MCGdiff, RED-Diff's truncated
+        pseudo-inverse) run on it.
+        """
         shape = tuple(shape)
+        matrix = torch.as_tensor(matrix)
 
         def A(x):  # noqa: N802
             return x.reshape(x.shape[0], -1) @ matrix.T.to(x.dtype)
@@ -207,4 +212,30 @@ class LinearGaussianLikelihood(GaussianLikelihood):
         def A_dagger(v):  # noqa: N802
             return (v @ pinv_t.to(v.dtype)).reshape(v.shape[0], *shape)
 
-        return cls(A, A_adjoint, y.reshape(-1, matrix.shape[0]), sigma_y, A_dagger=A_dagger)
+        return cls(A, A_adjoint, y.reshape(-1, matrix.shape[0]), sigma_y, A_dagger=A_dagger,
+                   svd=_dense_svd(matrix, shape))
+
+
+def _dense_svd(matrix: Tensor, shape: tuple[int, ...]):
+    """The thin SVD ``matrix = U diag(s) V^T`` as an :class:`~scidiff.likelihoods.physics.SVD`.
+
+    Spectral coordinates are ``(B, r)`` with ``r = min(m, d)``: ``V`` has orthonormal columns, so ``V(V_adjoint(x))``
+    is the projection of ``x`` on the row space (the rest of ``x`` is unobserved).
+    """
+    from .physics import SVD
+
+    u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+
+    def U(c):  # noqa: N802
+        return c @ u.T.to(c.dtype)
+
+    def U_adjoint(r):  # noqa: N802
+        return r.reshape(r.shape[0], -1) @ u.to(r.dtype)
+
+    def V(c):  # noqa: N802
+        return (c @ vh.to(c.dtype)).reshape(c.shape[0], *shape)
+
+    def V_adjoint(x):  # noqa: N802
+        return x.reshape(x.shape[0], -1) @ vh.T.to(x.dtype)
+
+    return SVD(U, U_adjoint, V, V_adjoint, s)

@@ -51,7 +51,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="does not match the measurements"):
         GaussianLikelihood(lambda x: x.reshape(len(x), -1), y, 0.1).energy(torch.zeros(1, 1, 4, dtype=torch.float64))
     with pytest.raises(MissingCapability, match="svd"):
-        lik.require("svd")
+        LinearGaussianLikelihood(lik.A, lik.A_adjoint, lik.y, 0.1).require("svd")
     with pytest.raises(ValueError, match="non-finite"):
         GaussianLikelihood(lambda x: x, torch.tensor([[float("nan")]]), 0.1)
     with pytest.raises(ValueError, match="sigma_y must be positive"):
@@ -65,3 +65,15 @@ def test_generic_hutchinson_laplacian_matches_closed_form_for_a_nonlinear_forwar
     exact = ((6 * x**2 - 2 * y) / 0.25).sum(1)  # d^2/dx^2 of (y - x^2)^2 / (2 sigma^2)
     est = lik.laplacian(x, generator=torch.Generator().manual_seed(0), num_probes=64)
     assert torch.allclose(est, exact, rtol=1e-10)  # diagonal Hessian: Rademacher probes are exact
+
+
+@pytest.mark.parametrize("m", [3, 7])
+def test_dense_matrix_svd_factors_the_operator(m):
+    M, y, lik = _problem(m=m)
+    svd = lik.require("svd")
+    x = torch.randn(2, 1, 4, dtype=torch.float64)
+    assert torch.allclose(svd.U(svd.singular_values * svd.V_adjoint(x)), lik.A(x))
+    assert torch.allclose(svd.U_adjoint(svd.U(svd.U_adjoint(y))), svd.U_adjoint(y))
+    # V has orthonormal columns: V^T V = I on the spectral side
+    c = torch.randn(2, min(m, 4), dtype=torch.float64)
+    assert torch.allclose(svd.V_adjoint(svd.V(c)), c)
