@@ -26,7 +26,8 @@ import torch
 
 import deepinv as dinv
 from scidiff.diffusion import ddpm_sigmas, seeded_generators
-from scidiff.inverse import dps, red_diff, to_deepinv
+from scidiff.inverse import dps, mcgdiff, red_diff, to_deepinv
+from scidiff.kernels import resample
 from scidiff.likelihoods import from_physics, in_model_units
 from scidiff.oracles import GaussianMixture
 
@@ -91,6 +92,11 @@ def psnr(x, ref):
     return float(10 * torch.log10(1.0 / (x - ref).pow(2).mean()))
 
 
+def ssim(x, ref):
+    """deepinv's SSIM on images in [0, 1] (Gaussian window of width 11, as in Wang et al. 2004)."""
+    return float(dinv.loss.metric.SSIM(max_pixel=1.0)(x.float(), ref.float()).mean())
+
+
 def run_problem(kind, args):
     side, n = args.side, args.samples
     shape = (1, side, side)
@@ -121,6 +127,11 @@ def run_problem(kind, args):
                         generator=seeded_generators(n),
                         progress=False).samples
 
+    def scidiff_mcgdiff():
+        post = mcgdiff(counter, lik, (n, *shape), ddpm_sigmas(args.mcg_steps), generator=torch.Generator().manual_seed(0),
+                       progress=False)
+        return post.samples[resample(post.log_weights, generator=torch.Generator().manual_seed(1))]
+
     def deepinv_dps():
         sampler = dinv.sampling.DPS(den01, num_steps=args.steps, weight=args.dinv_weight,
                                     rng=torch.Generator().manual_seed(0))
@@ -137,11 +148,12 @@ def run_problem(kind, args):
     methods = [("scidiff DPS", scidiff_dps, False), ("scidiff RED-Diff", scidiff_red_diff, False),
                ("deepinv DPS", deepinv_dps, True), ("deepinv DiffPIR", deepinv_diffpir, True)]
     if isinstance(physics, dinv.physics.DecomposablePhysics):
+        methods.append(("scidiff MCGdiff", scidiff_mcgdiff, False))
         methods.append(("deepinv DDRM", deepinv_ddrm, True))
     methods = [m for m in methods if args.methods is None or m[0] in args.methods or m[0] == "deepinv DPS"]
 
     rows = [{"method": "exact posterior mean", "mean_err": 0.0, "std_ratio": 1.0, "psnr": psnr(exact_mean, x_true.double()),
-             "misfit": float("nan"), "nfe": 0, "vjp": 0, "time": float("nan")}]
+             "ssim": ssim(exact_mean, x_true), "misfit": float("nan"), "nfe": 0, "vjp": 0, "time": float("nan")}]
     for name, fn, in_unit in methods:
         counter.fwd = counter.vjp = 0
         start = time.perf_counter()
@@ -152,19 +164,19 @@ def run_problem(kind, args):
         misfit = (physics.A(x01.float()) - y).pow(2).flatten(1).mean(1).sqrt().mean() / sigma_y01
         rows.append({"method": name, "mean_err": float((mean - exact_mean).norm() / exact_mean.norm()),
                      "std_ratio": float((std / exact_std).mean()), "psnr": psnr(mean, x_true.double()),
-                     "misfit": float(misfit), "nfe": counter.fwd, "vjp": counter.vjp, "time": wall})
+                     "ssim": ssim(mean, x_true), "misfit": float(misfit), "nfe": counter.fwd, "vjp": counter.vjp, "time": wall})
     return rows
 
 
 def print_table(kind, rows, args):
     ref = next(r for r in rows if r["method"] == "deepinv DPS")
     print(f"\n### {kind} ({args.side}x{args.side}, sigma_y = {args.sigma_y}, {args.samples} samples, "
-          f"DPS steps {args.steps}, RED-Diff steps {args.red_steps})\n")
-    print("| method | mean err | std ratio | PSNR (dB) | misfit/sigma_y | NFE | VJP | wall (s) | time vs deepinv DPS | PSNR - deepinv DPS |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"DPS steps {args.steps}, RED-Diff steps {args.red_steps}, MCGdiff steps {args.mcg_steps})\n")
+    print("| method | mean err | std ratio | PSNR (dB) | SSIM | misfit/sigma_y | NFE | VJP | wall (s) | time vs deepinv DPS | PSNR - deepinv DPS |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = r["time"] / ref["time"] if math.isfinite(r["time"]) else float("nan")
-        print(f"| {r['method']} | {r['mean_err']:.3f} | {r['std_ratio']:.2f} | {r['psnr']:.2f} | {r['misfit']:.2f} | "
+        print(f"| {r['method']} | {r['mean_err']:.3f} | {r['std_ratio']:.2f} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['misfit']:.2f} | "
               f"{r['nfe']} | {r['vjp']} | {r['time']:.2f} | {ratio:.2f} | {r['psnr'] - ref['psnr']:+.2f} |")
 
 
@@ -174,6 +186,7 @@ def main(argv=None):
     parser.add_argument("--side", type=int, default=16)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--steps", type=int, default=1000, help="DPS steps (both libraries)")
+    parser.add_argument("--mcg-steps", type=int, default=100, help="MCGdiff steps (the paper's 100)")
     parser.add_argument("--red-steps", type=int, default=250, help="RED-Diff steps")
     parser.add_argument("--sigma-y", type=float, default=0.05, help="measurement noise in the prior's units")
     parser.add_argument("--zeta", type=float, default=1.0, help="scidiff DPS step (paper's zeta)")
