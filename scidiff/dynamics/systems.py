@@ -77,11 +77,14 @@ def lorenz96_rhs(x: Tensor, forcing: float = 8.0) -> Tensor:
     return (x.roll(-1, -1) - x.roll(2, -1)) * x.roll(1, -1) - x + forcing
 
 
-def _lorenz96(n: int = 40, forcing: float = 8.0) -> System:
+def _lorenz96(num_variables: int = 40, forcing: float = 8.0) -> System:
+    n = int(num_variables)
+    if n < 4:
+        raise ValueError(f"Lorenz-96 needs at least 4 variables, got {n}")
     return System(
-        name="lorenz96", variables=tuple(f"x{i}" for i in range(n)), rhs=lambda x: lorenz96_rhs(x, forcing),
-        dt=0.01, save_every=5, burn_in=1000, init_scale=1.0, init_mean=(forcing,) * n,
-        params={"F": forcing, "n": n},
+        name="lorenz96", variables=tuple(f"x{i}" for i in range(n)), rhs=lambda x: lorenz96_rhs(x, float(forcing)),
+        dt=0.01, save_every=5, burn_in=1000, init_scale=1.0, init_mean=(float(forcing),) * n,
+        params={"F": float(forcing), "num_variables": n},
     )
 
 
@@ -99,7 +102,7 @@ SYSTEMS: dict[str, Callable[..., System]] = {
 
 
 def get_system(name: str, **kwargs) -> System:
-    """The named system (``lorenz63``, ``fitzhugh_nagumo``, ``lorenz96``; Lorenz-96 takes ``n`` and ``forcing``)."""
+    """The named system (``lorenz63``, ``fitzhugh_nagumo``, ``lorenz96``; Lorenz-96 takes ``num_variables`` and ``forcing``)."""
     if name not in SYSTEMS:
         raise ValueError(f"unknown dynamical system {name!r}; available: {sorted(SYSTEMS)}")
     return SYSTEMS[name](**kwargs)
