@@ -27,10 +27,12 @@ The conditional denoiser ``D_E(x) = D(x) + sigma^2 grad log P(E | x)`` is itself
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..diffusion import sample as _sample
 from ..diffusion._utils import append_dims, as_sigma_batch, check_finite
@@ -119,7 +121,9 @@ class EventConditionedDenoiser:
         """``x0_hat``, ``grad_x log P(E | x)`` and ``log P(E | x)`` (differentiable in ``x`` when it needs grad)."""
         sigma = as_sigma_batch(sigma, x)
         outer = torch.is_grad_enabled() and x.requires_grad  # inside a divergence computation: keep the graph
-        with torch.enable_grad():
+        # The divergence of D_E differentiates a gradient: fused attention kernels have no double backward on
+        # every device, the reference ("math") kernel does.
+        with torch.enable_grad(), (sdpa_kernel(SDPBackend.MATH) if outer else contextlib.nullcontext()):
             xr = x if outer else x.detach().requires_grad_(True)
             x0 = self.denoiser(xr, sigma, **cond)
             c = self.event_value(x0)
