@@ -188,7 +188,8 @@ def event_log_probability(
     their mean. Samples outside the event (``C(x) <= 0``) are dropped: ``p(x | E) = 0`` there.
 
     Returns:
-        ``{"log_prob": float, "per_sample": (M,) tensor, "num_used": M}``.
+        ``{"log_prob": float, "std_err": float, "per_sample": (M,) tensor, "num_used": M}``; ``std_err`` is the
+        standard error of the mean over samples (0 for a single sample).
     """
     conditional = EventConditionedDenoiser(denoiser, event, transform=transform, eps=eps)
     with torch.no_grad():
@@ -208,4 +209,6 @@ def event_log_probability(
         g.set_state(st)
     log_p_e = probability_flow_log_likelihood(conditional, x, sigmas, generator=gens, **opts)
     per_sample = log_p - log_p_e
-    return {"log_prob": float(per_sample.mean()), "per_sample": per_sample, "num_used": int(inside.sum())}
+    m = per_sample.numel()
+    std_err = float(per_sample.std() / m**0.5) if m > 1 else 0.0
+    return {"log_prob": float(per_sample.mean()), "std_err": std_err, "per_sample": per_sample, "num_used": m}
