@@ -59,7 +59,8 @@ def rejection(prior, event, budget_s: float, batch: int, sigmas, seed: int) -> t
     return torch.cat(kept), drawn, time.perf_counter() - start
 
 
-def run(prior, *, n_event: int, steps: int, n_mc: int, n_like: int, like_steps: int, probes: int, seed: int) -> list:
+def run(prior, *, n_event: int, steps: int, n_mc: int, n_like: int, like_steps: int, probes: int, seed: int,
+        sigma_start: float = 0.5) -> list:
     shape = prior.shape
     mc = monte_carlo(n_mc, shape[-1], seed)
     scale = mc.std((0, 2))
@@ -78,21 +79,28 @@ def run(prior, *, n_event: int, steps: int, n_mc: int, n_like: int, like_steps: 
         wall_event = time.perf_counter() - start
         x_event = prior.denormalize(x_norm).detach()
         start = time.perf_counter()
-        est = event_log_probability(prior, event, x_norm[:n_like].detach(), like_sigmas, transform=prior.denormalize,
-                                    divergence="hutchinson", num_probes=probes,
-                                    generator=seeded_generators(range(seed, seed + n_like)))
+        opts = dict(transform=prior.denormalize, divergence="hutchinson", num_probes=probes)
+        x_like = x_norm[:n_like].detach()
+        est = event_log_probability(prior, event, x_like, like_sigmas, generator=seeded_generators(n_like), **opts)
         wall_like = time.perf_counter() - start
-        # the peer gets the time of the sampler and of the likelihood estimate together
+        est_noised = event_log_probability(prior, event, x_like, like_sigmas, sigma_start=sigma_start,
+                                           generator=seeded_generators(n_like), **opts)
+        # the peer gets the time of the sampler and of the paper's likelihood estimate together
         acc, drawn, wall_rej = rejection(prior, event, wall_event + wall_like, n_event, sigmas, seed + 10**6)
 
         in_event = float((event(x_event) > 0).float().mean())
-        p_hat, p_rej = math.exp(est["log_prob"]), len(acc) / drawn
+        p_rej = len(acc) / drawn
+        estimates = {"PF-ODE mean": math.exp(est["log_prob"]), "PF-ODE median": math.exp(est["median"]),
+                     f"sigma_start={sigma_start:g} mean": math.exp(est_noised["log_prob"]),
+                     f"sigma_start={sigma_start:g} median": math.exp(est_noised["median"])}
         e_ev = conditional_errors(x_event[event(x_event) > 0], truth, scale)
         e_rej = conditional_errors(acc, truth, scale)
-        rows.append((label, "event sampler + PF-ODE", threshold, p_mc, p_hat, p_hat / p_mc, n_event, in_event,
-                     e_ev, wall_event + wall_like))
-        rows.append((label, "rejection from prior", threshold, p_mc, p_rej, p_rej / p_mc if p_rej else 0.0, len(acc),
-                     1.0, e_rej, wall_rej))
+        rows.append({"event": label, "threshold": threshold, "p_mc": p_mc, "method": "event sampler",
+                     "estimates": estimates, "n": n_event, "share": in_event, "errors": e_ev,
+                     "wall": wall_event + wall_like})
+        rows.append({"event": label, "threshold": threshold, "p_mc": p_mc, "method": "rejection from prior",
+                     "estimates": {"accepted fraction": p_rej}, "n": len(acc), "share": 1.0, "errors": e_rej,
+                     "wall": wall_rej})
     return rows
 
 
@@ -105,22 +113,30 @@ def main(argv=None) -> None:
     p.add_argument("--n-like", type=int, default=32, help="event samples used for the P(E) estimate")
     p.add_argument("--like-steps", type=int, default=24, help="Heun steps of the probability-flow likelihood")
     p.add_argument("--probes", type=int, default=2, help="Hutchinson probes per evaluation")
+    p.add_argument("--sigma-start", type=float, default=0.5, help="noise level of the second P(E) estimator")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     prior = DiffusionPrior.pretrained("lorenz63") if a.prior is None else DiffusionPrior.load(a.prior)
     prior.eval()
     rows = run(prior, n_event=a.n_event, steps=a.steps, n_mc=a.n_mc, n_like=a.n_like, like_steps=a.like_steps,
-               probes=a.probes, seed=a.seed)
-    print(f"Lorenz-63 prior {tuple(prior.shape)}; truth from {a.n_mc} simulator trajectories; Heun {a.steps} steps")
+               probes=a.probes, seed=a.seed, sigma_start=a.sigma_start)
+    print(f"Lorenz-63 prior {tuple(prior.shape)}; truth from {a.n_mc} simulator trajectories; Heun {a.steps} steps; "
+          f"P(E) from {a.n_like} event samples, {a.like_steps} likelihood steps, {a.probes} Hutchinson probes")
     print()
-    print("| event | method | threshold | P(E) MC | P(E) est. | est./MC | samples in E | share in E "
-          "| KS(max x) | mean err | std err | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for label, method, thr, p_mc, p_hat, ratio, n, share, e, wall in rows:
-        print(f"| {label} | {method} | {thr:.2f} | {p_mc:.4f} | {p_hat:.4f} | {ratio:.2f} | {n} | {share:.3f} "
-              f"| {e['ks']:.3f} | {e['mean_err']:.3f} | {e['std_err']:.3f} | {wall:.1f} |")
-
+    print("| event | threshold | P(E) MC | method | samples in E | share in E | KS(max x) | mean err | std err | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        e = r["errors"]
+        print(f"| {r['event']} | {r['threshold']:.2f} | {r['p_mc']:.4f} | {r['method']} | {r['n']} | {r['share']:.3f} "
+              f"| {e['ks']:.3f} | {e['mean_err']:.3f} | {e['std_err']:.3f} | {r['wall']:.1f} |")
+    print()
+    print("| event | P(E) MC | estimator | P(E) est. | est. / MC |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        for name, value in r["estimates"].items():
+            ratio = value / r["p_mc"] if r["p_mc"] > 0 else float("nan")
+            print(f"| {r['event']} | {r['p_mc']:.4f} | {r['method']}: {name} | {value:.4g} | {ratio:.3g} |")
 
 if __name__ == "__main__":
     main()

@@ -79,6 +79,19 @@ def test_event_probability_matches_phi(p_event):
     assert out["per_sample"].std() < 0.1  # every sample of E carries the same answer
 
 
+def test_event_probability_from_a_noised_start_is_exact_for_gaussian_and_linear_event():
+    """Bayes' rule at noise level sigma: log P(E) = log p_s(x) - log p_s(x | E) + log P(E | x_s), any x."""
+    oracle, a, b, *_ = _problem(0.01)
+    event = linear_event(a, b)
+    x = oracle.sample(40000, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x = x[event(x) > 0][:12]
+    out = event_log_probability(oracle, event, x, karras_sigmas(48, 0.002, 80.0), divergence="exact",
+                                sigma_start=0.5, generator=torch.Generator().manual_seed(0))
+    assert abs(out["log_prob"] - math.log(0.01)) < 0.08 and abs(out["median"] - math.log(0.01)) < 0.08
+    with pytest.raises(ValueError, match="sigma_start must be positive"):
+        event_log_probability(oracle, event, x, karras_sigmas(8), sigma_start=0.0)
+
+
 def test_event_probability_with_hutchinson_and_dropping_outside_samples():
     oracle, a, b, *_ = _problem(0.1)
     event = linear_event(a, b)
