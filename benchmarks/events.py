@@ -60,7 +60,7 @@ def rejection(prior, event, budget_s: float, batch: int, sigmas, seed: int) -> t
 
 
 def run(prior, *, n_event: int, steps: int, n_mc: int, n_like: int, like_steps: int, probes: int, seed: int,
-        sigma_start: float = 0.5) -> list:
+        sigma_start: float = 1.0) -> list:
     shape = prior.shape
     mc = monte_carlo(n_mc, shape[-1], seed)
     scale = mc.std((0, 2))
@@ -113,7 +113,7 @@ def main(argv=None) -> None:
     p.add_argument("--n-like", type=int, default=32, help="event samples used for the P(E) estimate")
     p.add_argument("--like-steps", type=int, default=24, help="Heun steps of the probability-flow likelihood")
     p.add_argument("--probes", type=int, default=2, help="Hutchinson probes per evaluation")
-    p.add_argument("--sigma-start", type=float, default=0.5, help="noise level of the second P(E) estimator")
+    p.add_argument("--sigma-start", type=float, default=1.0, help="noise level of the second P(E) estimator")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
