@@ -78,6 +78,23 @@ def make_grf_dataset(n: int = 2000, res: int = 32, *, alpha: float = 2.0, tau: f
 GENERATORS = {"grf": make_grf_dataset}
 
 
+def _register_trajectory_datasets() -> None:
+    # Trajectories of ODEs (scidiff.dynamics); the module is imported only when a generator is called.
+    def lazy(name):
+        def make(**kwargs):
+            from ..dynamics.datasets import make_trajectory_dataset
+
+            return make_trajectory_dataset(name, **kwargs)
+
+        return make
+
+    for name in ("lorenz63", "fitzhugh_nagumo", "lorenz96"):
+        GENERATORS[name] = lazy(name)
+
+
+_register_trajectory_datasets()
+
+
 def register_generator(name: str, fn) -> None:
     """Make a dataset generator ``fn(**kwargs) -> xarray.Dataset`` available to data modules and the CLI."""
     GENERATORS[name] = fn

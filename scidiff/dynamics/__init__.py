@@ -1,0 +1,42 @@
+"""Dynamical systems: integrators, trajectory datasets, event-conditioned sampling, event probabilities, assimilation.
+
+``scidiff.dynamics.events`` implements Finzi et al. (ICML 2023); ``scidiff.dynamics.assimilation`` answers sparse
+observations of a trajectory with a trajectory prior (SDA-style Gaussian observation score through DPS).
+"""
+
+from .assimilation import assimilate, trajectory_observations
+from .datasets import NAMES, make_trajectory_dataset, trajectories
+from .events import EventConditionedDenoiser, event_log_probability, linear_event, sample_event, threshold_event
+from .systems import (
+    SYSTEMS,
+    System,
+    fitzhugh_nagumo_rhs,
+    get_system,
+    integrate,
+    lorenz63_rhs,
+    lorenz96_rhs,
+    rk4_step,
+    simulate,
+)
+
+__all__ = [
+    "EventConditionedDenoiser",
+    "NAMES",
+    "SYSTEMS",
+    "System",
+    "assimilate",
+    "event_log_probability",
+    "fitzhugh_nagumo_rhs",
+    "get_system",
+    "integrate",
+    "linear_event",
+    "lorenz63_rhs",
+    "lorenz96_rhs",
+    "make_trajectory_dataset",
+    "rk4_step",
+    "sample_event",
+    "simulate",
+    "threshold_event",
+    "trajectories",
+    "trajectory_observations",
+]
