@@ -23,7 +23,6 @@ import networkx as nx
 import numpy as np
 import torch
 from torch_geometric.data import Data, InMemoryDataset
-from torch_geometric.utils import from_networkx
 
 from .molecules import MOSES_ATOMS, InvalidMoleculeError, heavy_atom_count, smiles_to_data
 
@@ -131,13 +130,22 @@ def synthetic_graphs(name: str, num_graphs: int | None = None, seed: int = 0) ->
 
 
 def graph_to_data(g: nx.Graph) -> Data:
-    """An unlabelled networkx graph as ``Data`` with one node type (0) and one edge class (1)."""
-    g = nx.convert_node_labels_to_integers(g)
-    data = from_networkx(nx.Graph(g)) if g.number_of_edges() else Data(edge_index=torch.zeros(2, 0, dtype=torch.long))
-    data = Data(edge_index=data.edge_index, num_nodes=g.number_of_nodes())
-    data.x = torch.zeros(g.number_of_nodes(), dtype=torch.long)
-    data.edge_attr = torch.ones(data.edge_index.shape[1], dtype=torch.long)
-    return data
+    """An unlabelled networkx graph as ``Data`` with one node type (0) and one edge class (1).
+
+    Integer-labelled nodes keep their labels as indices (node ``v`` becomes row ``v``), whatever the order in
+    which networkx stores them."""
+    nodes = list(g.nodes)
+    try:
+        nodes = sorted(nodes)
+    except TypeError:  # labels that do not sort: keep networkx's order
+        pass
+    index = {v: i for i, v in enumerate(nodes)}
+    pairs = [(index[u], index[v]) for u, v in g.edges if u != v]
+    ei = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2).T
+    ei = torch.cat([ei, ei.flip(0)], 1)
+    n = len(nodes)
+    return Data(x=torch.zeros(n, dtype=torch.long), edge_index=ei, edge_attr=torch.ones(ei.shape[1], dtype=torch.long),
+                num_nodes=n)
 
 
 def data_to_graph(data: Data) -> nx.Graph:
