@@ -136,9 +136,10 @@ class BlockDiffusion(nn.Module):
 
     # ----- training --------------------------------------------------------------------------------------------
     def loss(self, records: Sequence[Record], generator: torch.Generator | None = None,
-             blocks_per_graph: int | None = None) -> dict[str, Tensor]:
+             blocks_per_graph: int | None = None, t: int | None = None) -> dict[str, Tensor]:
         """CE(x) + lambda_e CE(E) on every block of every graph (or ``blocks_per_graph`` random ones), plus the
-        next-block-size CE for PARD. Returns a dict with ``loss`` and its parts."""
+        next-block-size CE for PARD. ``t`` fixes the noise level (default: uniform on 1..T per item).
+        Returns a dict with ``loss`` and its parts."""
         items, size_items = [], []
         for x, adj, sizes in records:
             ends = torch.cumsum(sizes, 0)
@@ -156,7 +157,10 @@ class BlockDiffusion(nn.Module):
         dev = self.abar.device
         x0, adj0, mask = (v.to(dev) for v in _pad([(a, b) for a, b, _ in items], max(a.shape[0] for a, _, _ in items)))
         tgt, tgt_e = _target_masks(mask, torch.tensor([s for _, _, s in items], device=dev))
-        t = torch.randint(1, self.T + 1, (len(items),), generator=generator).to(dev)
+        if t is None:
+            t = torch.randint(1, self.T + 1, (len(items),), generator=generator).to(dev)
+        else:
+            t = torch.full((len(items),), int(t), device=dev)
         xt, et = self.noise(x0, adj0, tgt, tgt_e, t, generator)
         px, pe = self._denoise(xt, et, mask, tgt, tgt_e, t)
         loss_x = F.cross_entropy(px[tgt], x0[tgt]) if tgt.any() else px.sum() * 0
