@@ -246,3 +246,35 @@ class BlockDiffusion(nn.Module):
         bar.close()
         graphs = [(x[i, : n[i]].cpu(), adj[i, : n[i], : n[i]].cpu()) for i in range(num)]
         return graphs, {"nfe": nfe.float().mean().item(), "blocks": blocks.float().mean().item()}
+
+
+def fit(model: BlockDiffusion, records: Sequence[Record], steps: int | None = None, seconds: float | None = None,
+        batch_size: int = 32, lr: float = 5e-4, blocks_per_graph: int | None = None, seed: int = 0,
+        progress: bool = False) -> dict:
+    """Train with AdamW on random minibatches for ``steps`` steps or ``seconds`` of wall time (whichever ends
+    first). Returns ``{"steps", "graphs_seen", "seconds", "loss"}`` (loss = mean of the last 50 steps)."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    if steps is None and seconds is None:
+        raise ValueError("give steps or seconds")
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    start, losses, step = time.perf_counter(), [], 0
+    bar = tqdm(total=steps, disable=not progress, desc="fit")
+    while (steps is None or step < steps) and (seconds is None or time.perf_counter() - start < seconds):
+        idx = torch.randint(len(records), (batch_size,), generator=g).tolist()
+        loss = model.loss([records[i] for i in idx], generator=g, blocks_per_graph=blocks_per_graph)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        step += 1
+        bar.update(1)
+    bar.close()
+    model.eval()
+    return {"steps": step, "graphs_seen": step * batch_size, "seconds": time.perf_counter() - start,
+            "loss": sum(losses[-50:]) / max(len(losses[-50:]), 1)}
