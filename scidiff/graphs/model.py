@@ -150,7 +150,7 @@ class BlockDiffusion(nn.Module):
                 end = int(ends[i])
                 items.append((x[:end], adj[:end, :end], end - int(sizes[i])))
             if self.size_net is not None:
-                for i in range(len(sizes)):
+                for i in chosen:
                     end = int(ends[i])
                     nxt = int(sizes[i + 1]) if i + 1 < len(sizes) else 0
                     size_items.append((x[:end], adj[:end, :end], min(nxt, self.max_block_size)))
