@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 
 def dataset_to_tensor(ds, variables: list[str], sample_dim: str = "sample") -> torch.Tensor:
@@ -29,6 +29,29 @@ def dataset_to_tensor(ds, variables: list[str], sample_dim: str = "sample") -> t
         per_var = {v: int(bad[:, i].sum()) for i, v in enumerate(variables) if bad[:, i].any()}
         raise ValueError(f"the dataset contains NaN/inf values: {per_var} (clean or mask them before training)")
     return data
+
+
+class StepShuffle(Sampler[int]):
+    """Shuffled indices whose order is a function of ``(seed, epoch)`` and that resume at an optimiser step.
+
+    Epoch ``e`` visits ``randperm(n)`` drawn from ``seed + e``. ``__iter__`` asks ``position()`` for the number
+    of batches already trained (the trainer's global step) and starts from that batch of that epoch, so a run
+    restored from a mid-epoch checkpoint sees exactly the batches an uninterrupted run would have seen next.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, position=lambda: 0):
+        self.n, self.batch_size, self.seed, self.position = n, batch_size, seed, position
+        self.batches_per_epoch = -(-n // batch_size)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+
+    def __iter__(self):
+        epoch, batch = divmod(int(self.position()), self.batches_per_epoch)
+        return iter(self.order(epoch)[batch * self.batch_size :].tolist())
+
+    def __len__(self) -> int:
+        return self.n
 
 
 class FieldDataModule(pl.LightningDataModule):
@@ -119,8 +142,19 @@ class FieldDataModule(pl.LightningDataModule):
         g = torch.Generator().manual_seed(self.seed)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers, generator=g)
 
+    def _trained_batches(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        if trainer.accumulate_grad_batches != 1:
+            raise ValueError("FieldDataModule resumes its data order by optimiser step; use accumulate_grad_batches=1")
+        return trainer.global_step
+
     def train_dataloader(self):
-        return self._loader(self.train_set, True)
+        # The order depends on (seed, epoch, step) only: a resumed run continues the interrupted epoch.
+        sampler = StepShuffle(len(self.train_set), self.batch_size, self.seed, self._trained_batches)
+        g = torch.Generator().manual_seed(self.seed)  # worker seeds from here, not from the global RNG
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers, generator=g)
 
     def val_dataloader(self):
         return self._loader(self.val_set, False) if len(self.val_set) else []
