@@ -11,11 +11,23 @@ import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 
-def dataset_to_tensor(ds, variables: list[str], sample_dim: str = "sample") -> torch.Tensor:
-    """Stack ``variables`` as channels: ``(N, C, *spatial)``, with clear errors for what cannot be stacked."""
+def dataset_to_tensor(
+    ds, variables: list[str], sample_dim: str = "sample", units: dict[str, str] | None = None
+) -> torch.Tensor:
+    """Stack ``variables`` as channels: ``(N, C, *spatial)``, with clear errors for what cannot be stacked.
+
+    ``units`` maps variables to the ``units`` attribute they must carry (CF conventions), so a file in other
+    units is refused rather than trained on.
+    """
     missing = [v for v in variables if v not in ds.data_vars]
     if missing:
         raise KeyError(f"variable(s) {missing} not in the dataset; it has {sorted(ds.data_vars)}")
+    for name, expected in (units or {}).items():
+        found = ds[name].attrs.get("units") if name in ds.variables else None
+        if found is None:
+            raise ValueError(f"variable {name!r} has no 'units' attribute; expected {expected!r}")
+        if str(found) != expected:
+            raise ValueError(f"variable {name!r} has units {found!r}; expected {expected!r}")
     dims = {v: ds[v].dims for v in variables}
     first = dims[variables[0]]
     if sample_dim not in first:
@@ -64,6 +76,7 @@ class FieldDataModule(pl.LightningDataModule):
         val_fraction: share of samples held out (split with ``seed``).
         normalize: standardise each channel with the training split's mean and std; the statistics are
             copied into the prior at fit start, so samples come back in physical units.
+        units: ``{variable: units}`` the file must declare (its ``units`` attributes), e.g. ``{"u": "m s-1"}``.
     """
 
     def __init__(
@@ -77,6 +90,7 @@ class FieldDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         normalize: bool = True,
+        units: dict[str, str] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()  # plain types: recorded in checkpoints as the data provenance
@@ -88,6 +102,7 @@ class FieldDataModule(pl.LightningDataModule):
         self.variables = list(variables or ["u"])
         self.sample_dim, self.val_fraction = sample_dim, val_fraction
         self.batch_size, self.num_workers, self.seed, self.normalize = batch_size, num_workers, seed, normalize
+        self.units = dict(units) if units else None
         self._data: torch.Tensor | None = None
         self.norm_mean = self.norm_std = None
 
@@ -111,7 +126,7 @@ class FieldDataModule(pl.LightningDataModule):
         if self._data is None:
             ds = self._load()
             try:
-                self._data = dataset_to_tensor(ds, self.variables, self.sample_dim)
+                self._data = dataset_to_tensor(ds, self.variables, self.sample_dim, self.units)
             finally:
                 ds.close()
         return self._data

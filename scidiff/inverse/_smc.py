@@ -45,6 +45,8 @@ class ParticleBook:
     """ESS history, ESS-triggered resampling and the collapse warning for one particle system."""
 
     def __init__(self, num_particles: int, threshold: float, scheme: str, warn_fraction: float, method: str):
+        if not threshold >= 0:
+            raise ValueError(f"ess_threshold must be >= 0 (0 never resamples), got {threshold}")
         self.n, self.threshold, self.scheme = num_particles, threshold, scheme
         self.warn_level = max(1.5, warn_fraction * num_particles) if num_particles > 1 else 0.0
         self.method = method
