@@ -44,14 +44,14 @@ def dataset_to_tensor(
 
 
 class StepShuffle(Sampler[int]):
-    """Shuffled indices whose order is a function of ``(seed, epoch)`` and that resume at an optimiser step.
+    """Shuffled indices whose order is a function of ``(seed, epoch)`` and that can resume mid-epoch.
 
-    Epoch ``e`` visits ``randperm(n)`` drawn from ``seed + e``. ``__iter__`` asks ``position()`` for the number
-    of batches already trained (the trainer's global step) and starts from that batch of that epoch, so a run
-    restored from a mid-epoch checkpoint sees exactly the batches an uninterrupted run would have seen next.
+    Epoch ``e`` visits ``randperm(n)`` drawn from ``seed + e``. ``__iter__`` asks ``position()`` for
+    ``(epoch, batches already trained in it)`` and starts from that batch, so a run restored from a mid-epoch
+    checkpoint sees exactly the batches an uninterrupted run would have seen next.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, position=lambda: 0):
+    def __init__(self, n: int, batch_size: int, seed: int, position=lambda batches_per_epoch: (0, 0)):
         self.n, self.batch_size, self.seed, self.position = n, batch_size, seed, position
         self.batches_per_epoch = -(-n // batch_size)
 
@@ -59,7 +59,7 @@ class StepShuffle(Sampler[int]):
         return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
 
     def __iter__(self):
-        epoch, batch = divmod(int(self.position()), self.batches_per_epoch)
+        epoch, batch = self.position(self.batches_per_epoch)
         return iter(self.order(epoch)[batch * self.batch_size :].tolist())
 
     def __len__(self) -> int:
@@ -157,17 +157,22 @@ class FieldDataModule(pl.LightningDataModule):
         g = torch.Generator().manual_seed(self.seed)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers, generator=g)
 
-    def _trained_batches(self) -> int:
+    def _position(self, batches_per_epoch: int) -> tuple[int, int]:
+        """``(epoch, batches done in it)`` from the trainer's optimiser step (one process, no accumulation).
+
+        Under several processes Lightning wraps the sampler to shard each epoch, and with gradient accumulation
+        steps are not batches: there only whole epochs are reproduced (a mid-epoch resume restarts the epoch).
+        """
         trainer = getattr(self, "trainer", None)
         if trainer is None:
-            return 0
-        if trainer.accumulate_grad_batches != 1:
-            raise ValueError("FieldDataModule resumes its data order by optimiser step; use accumulate_grad_batches=1")
-        return trainer.global_step
+            return 0, 0
+        if trainer.world_size > 1 or trainer.accumulate_grad_batches != 1:
+            return trainer.current_epoch, 0
+        return divmod(trainer.global_step, batches_per_epoch)
 
     def train_dataloader(self):
         # The order depends on (seed, epoch, step) only: a resumed run continues the interrupted epoch.
-        sampler = StepShuffle(len(self.train_set), self.batch_size, self.seed, self._trained_batches)
+        sampler = StepShuffle(len(self.train_set), self.batch_size, self.seed, self._position)
         g = torch.Generator().manual_seed(self.seed)  # worker seeds from here, not from the global RNG
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers, generator=g)
 

@@ -55,3 +55,14 @@ def test_sigkilled_fit_resumes_to_the_same_weights(tmp_path, every, kill_at):
     assert any(k.startswith("ema.") for k in expected)  # the sampling (EMA) weights are compared too
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=lambda m: f"{key}: {m}")
+
+
+def test_step_shuffle_resumes_mid_epoch_and_reshuffles_by_epoch():
+    from scidiff.data.datamodule import StepShuffle
+
+    n, bs = 10, 3  # 4 batches per epoch, the last one short
+    full = lambda epoch: list(StepShuffle(n, bs, seed=7, position=lambda b: (epoch, 0)))  # noqa: E731
+    assert sorted(full(0)) == list(range(n)) and full(0) == full(0) and full(0) != full(1)
+    for done in range(4):  # a run resumed after `done` batches of epoch 1 sees the rest of that epoch
+        rest = list(StepShuffle(n, bs, seed=7, position=lambda b: (1, done)))
+        assert rest == full(1)[done * bs:]
