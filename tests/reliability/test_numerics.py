@@ -14,7 +14,7 @@ from scidiff.kernels import conjugate_gradient, ess, normalize_log_weights, resa
 from scidiff.likelihoods import LinearGaussianLikelihood
 from scidiff.oracles import GaussianMixture
 
-FUZZ = settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 DTYPES = st.sampled_from([torch.float32, torch.float64])
 D = 4
 EVENT = (1, D)
