@@ -14,10 +14,57 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 TOOLS = ("demo", "sample", "export", "datasets", "bridge", "graphs")
+
+#: Module prefixes a config's ``class_path`` may name. A YAML file is data: it must not make ``scidiff fit``
+#: import and build arbitrary classes. Extend with ``SCIDIFF_ALLOW_CLASSES="mylab.callbacks.,mylab.loggers."``.
+ALLOWED_CLASS_PREFIXES = (
+    "scidiff.",
+    "torch.optim.",
+    "pytorch_lightning.callbacks.",
+    "pytorch_lightning.loggers.",
+    "lightning.pytorch.callbacks.",
+    "lightning.pytorch.loggers.",
+)
+
+
+class DisallowedClassError(ValueError):
+    """A config names a class outside the allow-list (:data:`ALLOWED_CLASS_PREFIXES`)."""
+
+
+def check_class_paths(config, source: str = "config") -> None:
+    """Refuse any ``class_path`` in a (nested) config outside the allow-list, before anything is imported."""
+    extra = tuple(p.strip() for p in os.environ.get("SCIDIFF_ALLOW_CLASSES", "").split(",") if p.strip())
+    allowed = ALLOWED_CLASS_PREFIXES + extra
+
+    def walk(node, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "class_path" and not (isinstance(value, str) and value.startswith(allowed)):
+                    raise DisallowedClassError(
+                        f"{source}: class_path {value!r} at {where or 'top level'} is not allowed; configs may only "
+                        f"name classes under {', '.join(allowed)} (extend with SCIDIFF_ALLOW_CLASSES)"
+                    )
+                walk(value, f"{where}.{key}" if where else str(key))
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+
+    walk(config, "")
+
+
+def _check_config_files(args: list[str]) -> None:
+    """Scan YAML files named on the command line before the parser imports what they name."""
+    import yaml
+
+    for arg in args:
+        path = Path(arg.partition("=")[2] if arg.startswith("--") and "=" in arg else arg)
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            check_class_paths(yaml.safe_load(path.read_text()), str(path))
 
 
 def _lightning_cli(args: list[str]):
@@ -31,6 +78,12 @@ def _lightning_cli(args: list[str]):
             # The prior's event shape comes from the data: no duplicated key in the YAML.
             parser.link_arguments("data.event_shape", "model.shape", apply_on="instantiate")
 
+        def before_instantiate_classes(self) -> None:
+            # Command-line overrides are resolved by now: check the final config as well as the files.
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            check_class_paths(config.as_dict(), "the resolved configuration")
+
+    _check_config_files(args)
     return ScidiffCLI(
         DiffusionPrior,
         FieldDataModule,

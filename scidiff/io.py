@@ -35,7 +35,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"refusing to load {path}: it holds Python objects that only load by running code "
             f"(weights_only=True rejected it: {str(err).splitlines()[0]})"
         ) from None
-    except (RuntimeError, EOFError) as err:
+    except (RuntimeError, EOFError, OSError) as err:  # truncated zip archives raise OSError
         raise UnsafeFileError(f"{path} is not a readable torch checkpoint ({err})") from None
 
 
@@ -111,5 +111,10 @@ def load_prior(path: str | Path, map_location: str | torch.device = "cpu"):
     bad = [k for k in expected if expected[k].shape != tensors[k].shape]
     if bad:
         raise UnsafeFileError(f"{path}: tensor shapes do not match the configuration for {bad[:5]}")
+    nonfinite = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if nonfinite:
+        raise UnsafeFileError(f"{path} is corrupt: non-finite values in {', '.join(sorted(nonfinite)[:5])}")
+    if not bool((tensors["norm_std"] > 0).all()):
+        raise UnsafeFileError(f"{path} is corrupt: the normaliser norm_std must be positive")
     prior.load_state_dict(tensors)
     return prior.eval().to(map_location)

@@ -8,14 +8,26 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 
-def dataset_to_tensor(ds, variables: list[str], sample_dim: str = "sample") -> torch.Tensor:
-    """Stack ``variables`` as channels: ``(N, C, *spatial)``, with clear errors for what cannot be stacked."""
+def dataset_to_tensor(
+    ds, variables: list[str], sample_dim: str = "sample", units: dict[str, str] | None = None
+) -> torch.Tensor:
+    """Stack ``variables`` as channels: ``(N, C, *spatial)``, with clear errors for what cannot be stacked.
+
+    ``units`` maps variables to the ``units`` attribute they must carry (CF conventions), so a file in other
+    units is refused rather than trained on.
+    """
     missing = [v for v in variables if v not in ds.data_vars]
     if missing:
         raise KeyError(f"variable(s) {missing} not in the dataset; it has {sorted(ds.data_vars)}")
+    for name, expected in (units or {}).items():
+        found = ds[name].attrs.get("units") if name in ds.variables else None
+        if found is None:
+            raise ValueError(f"variable {name!r} has no 'units' attribute; expected {expected!r}")
+        if str(found) != expected:
+            raise ValueError(f"variable {name!r} has units {found!r}; expected {expected!r}")
     dims = {v: ds[v].dims for v in variables}
     first = dims[variables[0]]
     if sample_dim not in first:
@@ -31,6 +43,29 @@ def dataset_to_tensor(ds, variables: list[str], sample_dim: str = "sample") -> t
     return data
 
 
+class StepShuffle(Sampler[int]):
+    """Shuffled indices whose order is a function of ``(seed, epoch)`` and that can resume mid-epoch.
+
+    Epoch ``e`` visits ``randperm(n)`` drawn from ``seed + e``. ``__iter__`` asks ``position()`` for
+    ``(epoch, batches already trained in it)`` and starts from that batch, so a run restored from a mid-epoch
+    checkpoint sees exactly the batches an uninterrupted run would have seen next.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, position=lambda batches_per_epoch: (0, 0)):
+        self.n, self.batch_size, self.seed, self.position = n, batch_size, seed, position
+        self.batches_per_epoch = -(-n // batch_size)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+
+    def __iter__(self):
+        epoch, batch = self.position(self.batches_per_epoch)
+        return iter(self.order(epoch)[batch * self.batch_size :].tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class FieldDataModule(pl.LightningDataModule):
     """Fields from an xarray Dataset as ``(N, C, *spatial)`` tensors, standardised per channel.
 
@@ -41,6 +76,7 @@ class FieldDataModule(pl.LightningDataModule):
         val_fraction: share of samples held out (split with ``seed``).
         normalize: standardise each channel with the training split's mean and std; the statistics are
             copied into the prior at fit start, so samples come back in physical units.
+        units: ``{variable: units}`` the file must declare (its ``units`` attributes), e.g. ``{"u": "m s-1"}``.
     """
 
     def __init__(
@@ -54,6 +90,7 @@ class FieldDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         normalize: bool = True,
+        units: dict[str, str] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()  # plain types: recorded in checkpoints as the data provenance
@@ -65,6 +102,7 @@ class FieldDataModule(pl.LightningDataModule):
         self.variables = list(variables or ["u"])
         self.sample_dim, self.val_fraction = sample_dim, val_fraction
         self.batch_size, self.num_workers, self.seed, self.normalize = batch_size, num_workers, seed, normalize
+        self.units = dict(units) if units else None
         self._data: torch.Tensor | None = None
         self.norm_mean = self.norm_std = None
 
@@ -88,7 +126,7 @@ class FieldDataModule(pl.LightningDataModule):
         if self._data is None:
             ds = self._load()
             try:
-                self._data = dataset_to_tensor(ds, self.variables, self.sample_dim)
+                self._data = dataset_to_tensor(ds, self.variables, self.sample_dim, self.units)
             finally:
                 ds.close()
         return self._data
@@ -119,8 +157,24 @@ class FieldDataModule(pl.LightningDataModule):
         g = torch.Generator().manual_seed(self.seed)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers, generator=g)
 
+    def _position(self, batches_per_epoch: int) -> tuple[int, int]:
+        """``(epoch, batches done in it)`` from the trainer's optimiser step (one process, no accumulation).
+
+        Under several processes Lightning wraps the sampler to shard each epoch, and with gradient accumulation
+        steps are not batches: there only whole epochs are reproduced (a mid-epoch resume restarts the epoch).
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 0
+        if trainer.world_size > 1 or trainer.accumulate_grad_batches != 1:
+            return trainer.current_epoch, 0
+        return divmod(trainer.global_step, batches_per_epoch)
+
     def train_dataloader(self):
-        return self._loader(self.train_set, True)
+        # The order depends on (seed, epoch, step) only: a resumed run continues the interrupted epoch.
+        sampler = StepShuffle(len(self.train_set), self.batch_size, self.seed, self._position)
+        g = torch.Generator().manual_seed(self.seed)  # worker seeds from here, not from the global RNG
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers, generator=g)
 
     def val_dataloader(self):
         return self._loader(self.val_set, False) if len(self.val_set) else []

@@ -30,6 +30,8 @@ def seeded_generators(seeds: Sequence[int] | int, device: str | torch.device = "
 
 def _draw(fn, shape, generator: Generator, device, dtype) -> Tensor:
     shape = tuple(shape)
+    if dtype is not None and not dtype.is_floating_point:
+        raise ValueError(f"random draws need a floating dtype (float32/float64); got {dtype}")
     if generator is None or isinstance(generator, torch.Generator):
         gen_device = generator.device if generator is not None else device
         z = fn(shape, generator=generator, device=gen_device, dtype=dtype)

@@ -45,6 +45,8 @@ class ParticleBook:
     """ESS history, ESS-triggered resampling and the collapse warning for one particle system."""
 
     def __init__(self, num_particles: int, threshold: float, scheme: str, warn_fraction: float, method: str):
+        if not threshold >= 0:
+            raise ValueError(f"ess_threshold must be >= 0 (0 never resamples), got {threshold}")
         self.n, self.threshold, self.scheme = num_particles, threshold, scheme
         self.warn_level = max(1.5, warn_fraction * num_particles) if num_particles > 1 else 0.0
         self.method = method
@@ -54,8 +56,7 @@ class ParticleBook:
 
     def step(self, log_w: Tensor, states: Sequence[Tensor], step: int, generator: Generator):
         """Record the ESS of ``log_w``; resample ``states`` (each ``(N, ...)``) if it is below threshold."""
-        value = float(ess(log_w))
-        self.ess_history.append(value)
+        value = self.record(log_w, step)
         if value < self.warn_level and self.collapsed_at is None:
             self.collapsed_at = step
         if self.threshold <= 0:
@@ -65,6 +66,19 @@ class ParticleBook:
             self.num_resampled += 1
             states = [None if s is None else gather_particles(s, ancestors) for s in states]
         return log_w, list(states)
+
+    def record(self, log_w: Tensor, step: int) -> float:
+        """Append the ESS of ``log_w`` to the history; a NaN weight (``inf - inf`` of overflowed energies) is
+        reported as the divergence it is, not as a malformed input."""
+        if torch.isnan(log_w).any():
+            raise FloatingPointError(
+                f"{self.method}: {int(torch.isnan(log_w).sum())} particle log-weight(s) became NaN at step {step}: the "
+                "particles diverged (energies overflowed). The likelihood is too stiff for this step size: rescale "
+                "the operator / sigma_y, use more steps or float64" + (", or afdps" if self.method == "tds" else "")
+            )
+        value = float(ess(log_w))
+        self.ess_history.append(value)
+        return value
 
     def finish(self) -> dict:
         if self.collapsed_at is not None:

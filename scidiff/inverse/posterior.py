@@ -120,6 +120,8 @@ class Posterior:
         import xarray as xr
 
         with xr.open_dataset(path) as ds:
+            if name not in ds:
+                raise KeyError(f"{path} has no variable {name!r}; it has {sorted(ds.data_vars)}")
             samples = torch.from_numpy(ds[name].values.copy())
             lw = torch.from_numpy(ds["log_weight"].values.copy()) if "log_weight" in ds else None
             ess = [float(v) for v in ds["ess"].values] if "ess" in ds else []

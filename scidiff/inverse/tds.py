@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..diffusion._utils import check_finite
 from ..diffusion.random import Generator, randn
-from ..kernels.particles import chunked, ess
+from ..kernels.particles import chunked
 from ..likelihoods.base import Likelihood
 from ._smc import ParticleBook, check_smc_args
 from .posterior import Posterior
@@ -134,7 +134,7 @@ def tds(
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma, "denoised": x0, "log_weights": log_w})
 
-    book.ess_history.append(float(ess(log_w)))  # the final weights (the history is taken before resampling)
+    book.record(log_w, len(s) - 1)  # the final weights (the history is taken before resampling)
     info = {"method": "tds", "nfe": len(s) - 1, "vjp": len(s) - 1, "num_particles": n,
             "ess_threshold": float(ess_threshold), "wall_time": time.perf_counter() - start}
     info.update(book.finish())

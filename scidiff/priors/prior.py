@@ -155,7 +155,27 @@ class DiffusionPrior(pl.LightningModule):
         g = torch.Generator(device="cpu").manual_seed(int(batch_idx))
         return self.sample(n, generator=g, progress=False)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # EMA right after the step, not in on_train_batch_end: step checkpoints are written by callbacks
+        # before the module's on_train_batch_end runs, and would miss this step's average.
+        super().optimizer_step(*args, **kwargs)
+        self._update_ema()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The training noise comes from the global RNG: store it (plain tensors, weights_only-safe) so a
+        # resumed run draws what the uninterrupted run would have drawn.
+        checkpoint["rng_state"] = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("rng_state")
+        if state is not None:
+            torch.set_rng_state(state["cpu"])
+            if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(state["cuda"])
+
+    def _update_ema(self) -> None:
         if self.ema is None:
             return
         step = self.global_step
