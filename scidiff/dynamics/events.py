@@ -40,6 +40,7 @@ from ..diffusion.likelihood import probability_flow_log_likelihood
 from ..diffusion.random import Generator, randn
 
 EventFn = Callable[[Tensor], Tensor]
+LINKS = ("probit", "logistic")
 
 
 # --- event functions ------------------------------------------------------------------------------
@@ -99,16 +100,21 @@ class EventConditionedDenoiser:
         eps: floor added to ``grad C^T (dD/dx) grad C`` (the paper's code uses ``1e-3``); keeps ``s > 0`` where
             the denoiser's Jacobian annihilates ``grad C``.
         scale: multiplies the guidance term (1 is the paper's conditional score).
+        link: ``"probit"`` -- the exact ``log Phi``; ``"logistic"`` -- the paper code's ``log sigmoid(1.6 z)``,
+            whose slope is bounded by 1.6 far outside the event (a gentler pull, where ``log Phi``'s slope grows
+            like ``|z|`` and acts as a projection onto the event's boundary).
     """
 
     def __init__(self, denoiser, event: EventFn, *, transform: Callable[[Tensor], Tensor] | None = None,
-                 eps: float = 1e-6, scale: float = 1.0):
+                 eps: float = 1e-6, scale: float = 1.0, link: str = "probit"):
         if not callable(event):
             raise TypeError("event must be a callable C(x) -> (B,) tensor")
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
+        if link not in LINKS:
+            raise ValueError(f"link must be one of {LINKS}, got {link!r}")
         self.denoiser, self.event, self.transform = denoiser, event, transform
-        self.eps, self.scale = float(eps), float(scale)
+        self.eps, self.scale, self.link = float(eps), float(scale), link
 
     def event_value(self, x0: Tensor) -> Tensor:
         c = self.event(self.transform(x0) if self.transform is not None else x0)
@@ -133,9 +139,13 @@ class EventConditionedDenoiser:
         quad = (grad_c.detach() * grad_x.detach()).flatten(1).sum(1).abs()
         s = sigma * (quad + self.eps).sqrt()
         z = c / s
-        log_phi = torch.special.log_ndtr(z)
-        # d log Phi / dz = phi(z) / Phi(z), computed in logs so that it stays finite deep in the tail
-        ratio = torch.exp(-0.5 * z**2 - 0.5 * torch.log(torch.tensor(2 * torch.pi, dtype=z.dtype)) - log_phi)
+        if self.link == "probit":
+            log_phi = torch.special.log_ndtr(z)
+            # d log Phi / dz = phi(z) / Phi(z), computed in logs so that it stays finite deep in the tail
+            ratio = torch.exp(-0.5 * z**2 - 0.5 * torch.log(torch.tensor(2 * torch.pi, dtype=z.dtype)) - log_phi)
+        else:
+            log_phi = torch.nn.functional.logsigmoid(1.6 * z)
+            ratio = 1.6 * torch.sigmoid(-1.6 * z)
         grad = append_dims(ratio / s, x.ndim) * grad_x
         if not outer:
             x0, grad, log_phi = x0.detach(), grad.detach(), log_phi.detach()

@@ -120,6 +120,22 @@ def test_guidance_is_exact_log_phi_for_gaussian_and_linear_event():
     torch.testing.assert_close(grad, g)
 
 
+def test_logistic_link_is_the_papers_bounded_approximation():
+    oracle, a, b, mu, sd, mean, cov = _problem(0.05)
+    probit = EventConditionedDenoiser(oracle, linear_event(a, b), eps=0.0)
+    logistic = EventConditionedDenoiser(oracle, linear_event(a, b), eps=0.0, link="logistic")
+    x = torch.full((3, D), -5.0, dtype=torch.float64) + torch.arange(3, dtype=torch.float64)[:, None]
+    _, g_probit, lp = probit.guidance(x, 1.0)
+    _, g_logistic, ll = logistic.guidance(x, 1.0)
+    assert (lp < math.log(1e-3)).all() and (lp > -600).all()  # far outside the event, inside float64 range
+    z = torch.special.ndtri(lp.exp())
+    torch.testing.assert_close(ll, torch.nn.functional.logsigmoid(1.6 * z))
+    # far outside the event the probit slope grows like |z|, the logistic one stays below 1.6
+    assert (g_logistic.norm(dim=1) < g_probit.norm(dim=1)).all()
+    with pytest.raises(ValueError, match="link must be one of"):
+        EventConditionedDenoiser(oracle, linear_event(a, b), link="cauchit")
+
+
 def test_threshold_event_on_trajectories():
     x = torch.zeros(2, 3, 10)
     x[0, 1, 4] = 5.0
