@@ -169,8 +169,10 @@ class DiffusionPrior(pl.LightningModule):
             checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Only when resuming a fit: loading weights for sampling must not reset the caller's RNG.
         state = checkpoint.get("rng_state")
-        if state is not None:
+        resuming = self._trainer is not None and self._trainer.state.fn == "fit"
+        if state is not None and resuming:
             torch.set_rng_state(state["cpu"])
             if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(state["cuda"])

@@ -66,3 +66,21 @@ def test_step_shuffle_resumes_mid_epoch_and_reshuffles_by_epoch():
     for done in range(4):  # a run resumed after `done` batches of epoch 1 sees the rest of that epoch
         rest = list(StepShuffle(n, bs, seed=7, position=lambda b: (1, done)))
         assert rest == full(1)[done * bs:]
+
+
+def test_loading_a_checkpoint_for_sampling_leaves_the_rng_alone(tmp_path):
+    import pytorch_lightning as pl
+
+    from scidiff.priors import DiffusionPrior
+
+    prior = DiffusionPrior([1, 8], network="mlp", network_kwargs={"hidden": 8, "depth": 1})
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    trainer.strategy.connect(prior)
+    trainer.save_checkpoint(tmp_path / "p.ckpt")
+    assert "rng_state" in load_checkpoint(tmp_path / "p.ckpt")
+    torch.manual_seed(123)
+    DiffusionPrior([1, 8], network="mlp", network_kwargs={"hidden": 8, "depth": 1})  # building draws initial weights
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    DiffusionPrior.load_from_checkpoint(tmp_path / "p.ckpt", weights_only=True)
+    torch.testing.assert_close(torch.rand(3), expected)
