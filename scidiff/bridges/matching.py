@@ -29,6 +29,7 @@ from .domains import Domain
 from .sde import reflected_euler_maruyama
 
 OT_METHODS = ("sinkhorn", "exact", "independent")
+METHODS = ("matching", "ipf")
 
 
 class TimeMLP(nn.Module):
@@ -144,6 +145,9 @@ def train_bridge(
     x1: Tensor,
     sigma: float = 1.0,
     *,
+    method: str = "matching",
+    domain: Domain | None = None,
+    ipf: dict | None = None,
     net: nn.Module | None = None,
     n_iter: int = 2000,
     batch_size: int = 256,
@@ -154,14 +158,28 @@ def train_bridge(
     generator: torch.Generator | None = None,
     progress: bool = True,
 ) -> nn.Module:
-    """Train a :class:`BridgeNet` between the samples ``x0`` and ``x1`` by [SF]^2M bridge matching.
+    """Train a bridge network between the samples ``x0`` and ``x1``; returns it in eval mode.
 
-    Each iteration draws a minibatch from each set, couples it by entropic OT (``ot_method``) and takes
-    one Adam step on :func:`bridge_matching_loss`. Returns the network in eval mode.
+    ``method="matching"`` (default, fast): [SF]^2M bridge matching -- each iteration draws a minibatch from each
+    set, couples it by entropic OT (``ot_method``) and takes one Adam step on :func:`bridge_matching_loss`;
+    ``domain`` is not used in training (reflection happens when sampling).
+    ``method="ipf"`` (faithful to the Reflected Schrodinger Bridge): alternating forward/backward training on
+    paths reflected inside ``domain`` (:func:`scidiff.bridges.ipf.train_ipf`); ``ipf`` holds its options
+    (``n_stages``, ``n_iter`` per half-stage, ``n_paths``, ``n_steps``, ``batch_size``, ``lr``, ``lr_decay``).
     """
     _check_pair(x0, x1)
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
+    if method not in METHODS:
+        raise ValueError(f"bridge training method must be one of {METHODS}, got {method!r}")
+    if method == "ipf":
+        from .ipf import IPF_OPTIONS, train_ipf
+
+        unknown = set(ipf or {}) - set(IPF_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown ipf options {sorted(unknown)}; choose from {IPF_OPTIONS}")
+        return train_ipf(x0, x1, sigma, domain, net=net, hidden=hidden, depth=depth, generator=generator,
+                         progress=progress, **(ipf or {}))
     if n_iter < 1 or batch_size < 2:
         raise ValueError("n_iter must be >= 1 and batch_size >= 2")
     net = net if net is not None else BridgeNet(x0.shape[1], hidden, depth).to(x0)

@@ -1,7 +1,8 @@
 """Ready-made bridge problems from a plain config dict: ``run_problem(config) -> dict`` (called by the CLI).
 
 A problem is a domain, a source and a target law inside it, and the bridge settings. ``run_problem``
-trains one [SF]^2M bridge between samples of the two laws, then integrates it from fresh source
+trains one bridge between samples of the two laws (``method: matching``, [SF]^2M, or ``method: ipf``, the
+Reflected SB's forward-backward training on reflected paths, options under ``ipf:``), then integrates it from fresh source
 samples three ways -- reflected (the constrained bridge), clamped (projection every step) and
 unconstrained -- and reports for each the Sinkhorn divergence to held-out target samples, the same
 divergence between two independent target samples (the noise floor), how many paths ever left the
@@ -32,6 +33,8 @@ DEFAULTS = {
     "depth": 3,
     "n_steps": 100,
     "ot_method": "sinkhorn",
+    "method": "matching",  # or "ipf": the Reflected SB's forward-backward training on reflected paths
+    "ipf": {"n_stages": 5, "n_iter": 300, "n_paths": 1000, "batch_size": 512, "lr": 1e-3},
     "sinkhorn_reg": 0.05,
     "boundaries": ["reflect", "clamp", "none"],
     "seed": 0,
@@ -84,7 +87,7 @@ def sinkhorn_divergence(x: Tensor, y: Tensor, reg: float = 0.05) -> float:
 def run_problem(config: dict) -> dict:
     """Train a bridge for the problem in ``config`` (missing keys take :data:`DEFAULTS`) and evaluate it.
 
-    Returns ``{"config", "noise_floor", "train_time_s", "results": [{"boundary", "sinkhorn",
+    Returns ``{"config", "noise_floor", "train_time_s", "results": [{"method", "boundary", "sinkhorn",
     "ratio_to_floor", "escaped_paths", "outside_at_end", "time_s"}, ...]}``.
     """
     if not isinstance(config, dict):
@@ -93,17 +96,23 @@ def run_problem(config: dict) -> dict:
     if unknown:
         raise ValueError(f"unknown config keys: {sorted(unknown)}")
     cfg = {**DEFAULTS, **config}
+    if not isinstance(cfg["ipf"], dict):
+        raise ValueError("the ipf config entry must be a mapping of IPF options")
     g = torch.Generator().manual_seed(int(cfg["seed"]))
     domain = make_domain(dict(cfg["domain"]))
     x0 = sample_law(cfg["source"], domain, cfg["n_train"], g)
     x1 = sample_law(cfg["target"], domain, cfg["n_train"], g)
+    # Evaluation draws come from their own stream, so every training method is scored on the same samples.
+    g_eval = torch.Generator().manual_seed(int(cfg["seed"]) + 1)
+    start = sample_law(cfg["source"], domain, cfg["n_eval"], g_eval)
+    held_out = sample_law(cfg["target"], domain, cfg["n_eval"], g_eval)
+    floor = sinkhorn_divergence(held_out, sample_law(cfg["target"], domain, cfg["n_eval"], g_eval), cfg["sinkhorn_reg"])
     t = time.perf_counter()
-    net = train_bridge(x0, x1, cfg["sigma"], n_iter=cfg["n_iter"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                       ot_method=cfg["ot_method"], hidden=cfg["hidden"], depth=cfg["depth"], generator=g, progress=False)
+    ipf = {"n_steps": cfg["n_steps"], **DEFAULTS["ipf"], **cfg["ipf"]}
+    net = train_bridge(x0, x1, cfg["sigma"], method=cfg["method"], domain=domain, ipf=ipf, n_iter=cfg["n_iter"],
+                       batch_size=cfg["batch_size"], lr=cfg["lr"], ot_method=cfg["ot_method"], hidden=cfg["hidden"],
+                       depth=cfg["depth"], generator=g, progress=False)
     train_time = time.perf_counter() - t
-    start = sample_law(cfg["source"], domain, cfg["n_eval"], g)
-    held_out = sample_law(cfg["target"], domain, cfg["n_eval"], g)
-    floor = sinkhorn_divergence(held_out, sample_law(cfg["target"], domain, cfg["n_eval"], g), cfg["sinkhorn_reg"])
     results = []
     for boundary in cfg["boundaries"]:
         escaped = torch.zeros(start.shape[0], dtype=torch.bool)
@@ -114,25 +123,29 @@ def run_problem(config: dict) -> dict:
         t = time.perf_counter()
         with torch.no_grad():
             out = sample_bridge(net, start, cfg["sigma"], domain, n_steps=cfg["n_steps"], boundary=boundary,
-                                generator=torch.Generator().manual_seed(int(cfg["seed"]) + 1), progress=False,
+                                generator=torch.Generator().manual_seed(int(cfg["seed"]) + 2), progress=False,
                                 callback=track)
         elapsed = time.perf_counter() - t
         div = sinkhorn_divergence(out, held_out, cfg["sinkhorn_reg"])
         results.append({
-            "boundary": boundary, "sinkhorn": div, "ratio_to_floor": div / max(floor, 1e-12),
+            "method": cfg["method"], "boundary": boundary, "sinkhorn": div, "ratio_to_floor": div / max(floor, 1e-12),
             "escaped_paths": int(escaped.sum()), "outside_at_end": int((~domain.contains(out)).sum()),
             "time_s": elapsed,
         })
     return {"config": cfg, "noise_floor": floor, "train_time_s": train_time, "results": results}
 
 
-def markdown_table(report: dict) -> str:
-    """The results of :func:`run_problem` as a markdown table (ratios against the noise floor)."""
-    rows = ["| sampler | Sinkhorn div. | x noise floor | paths that left | outside at end | sampling time (s) |",
-            "|---|---|---|---|---|---|"]
+def markdown_table(report: dict | list[dict]) -> str:
+    """The results of :func:`run_problem` (one report or several on the same problem, e.g. one per training
+    method) as a markdown table (ratios against the noise floor)."""
+    reports = report if isinstance(report, list) else [report]
+    rows = ["| training | sampler | Sinkhorn div. | x noise floor | paths that left | outside at end | train time (s) "
+            "| sampling time (s) |", "|---|---|---|---|---|---|---|---|"]
     names = {"reflect": "reflected bridge", "clamp": "clamped baseline", "none": "unconstrained bridge"}
-    for r in report["results"]:
-        rows.append(f"| {names.get(r['boundary'], r['boundary'])} | {r['sinkhorn']:.2e} | {r['ratio_to_floor']:.1f} | "
-                    f"{r['escaped_paths']} / {report['config']['n_eval']} | {r['outside_at_end']} | {r['time_s']:.2f} |")
-    rows.append(f"| noise floor (target vs target) | {report['noise_floor']:.2e} | 1.0 | - | - | - |")
+    for rep in reports:
+        for r in rep["results"]:
+            rows.append(f"| {r.get('method', 'matching')} | {names.get(r['boundary'], r['boundary'])} | "
+                        f"{r['sinkhorn']:.2e} | {r['ratio_to_floor']:.1f} | {r['escaped_paths']} / "
+                        f"{rep['config']['n_eval']} | {r['outside_at_end']} | {rep['train_time_s']:.1f} | {r['time_s']:.2f} |")
+    rows.append(f"| - | noise floor (target vs target) | {reports[0]['noise_floor']:.2e} | 1.0 | - | - | - | - |")
     return "\n".join(rows)

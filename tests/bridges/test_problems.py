@@ -9,11 +9,12 @@ from scidiff.bridges.problems import DEFAULTS, markdown_table
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["bridges_flower", "bridges_simplex"])
+@pytest.mark.parametrize("name", ["bridges_flower", "bridges_simplex", "bridges_flower_ipf"])
 def test_problem_configs_run_and_reflection_never_escapes(name):
     cfg = yaml.safe_load((ROOT / "problems" / name / "config.yaml").read_text())
     assert set(cfg) <= set(DEFAULTS)
     cfg.update(n_train=300, n_eval=150, n_iter=15, batch_size=64, hidden=16, n_steps=15)
+    cfg["ipf"] = {**cfg.get("ipf", {}), "n_stages": 1, "n_iter": 3, "n_paths": 32, "batch_size": 32}
     report = run_problem(cfg)
     rows = {r["boundary"]: r for r in report["results"]}
     assert rows["reflect"]["escaped_paths"] == 0 and rows["clamp"]["outside_at_end"] == 0
