@@ -30,10 +30,11 @@ from .posterior import Posterior
 
 
 def _langevin_eps(score: Tensor, noise: Tensor, snr: float) -> Tensor:
-    """Corrector step size ``2 (snr |xi| / |s|)^2`` with norms per slice averaged over slices (Song et al. 2021, Alg. 5)."""
-    s_norm = score.flatten(3).norm(dim=-1).mean()
-    z_norm = noise.flatten(3).norm(dim=-1).mean()
-    return 2 * (snr * z_norm / s_norm.clamp_min(1e-12)) ** 2
+    """Corrector step size ``2 (snr |xi| / |s|)^2`` (Song et al. 2021, Alg. 5), norms per slice averaged over the
+    slices of each volume, ``(B, 1, 1, 1, 1)`` -- volumes in a batch stay independent."""
+    s_norm = score.flatten(3).norm(dim=-1).mean((1, 2))
+    z_norm = noise.flatten(3).norm(dim=-1).mean((1, 2))
+    return (2 * (snr * z_norm / s_norm.clamp_min(1e-12)) ** 2).reshape(-1, 1, 1, 1, 1)
 
 
 @torch.no_grad()
