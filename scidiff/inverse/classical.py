@@ -25,10 +25,12 @@ def fbp(physics, y: Tensor) -> Tensor:
     return physics.fbp(y)
 
 
-def objective(physics, y: Tensor, x: Tensor, lam_abs: float, tv: str = "all", boundary: str = "neumann") -> Tensor:
+def objective(
+    physics, y: Tensor, x: Tensor, lam_abs: float, tv: str = "all", boundary: str = "neumann", isotropic: bool = False
+) -> Tensor:
     """``1/2 |A x - y|^2 + lam TV(x)`` per volume, ``(B,)`` (``lam_abs`` in absolute units)."""
     data = 0.5 * (physics.A(x) - y).pow(2).flatten(1).sum(1)
-    return data + lam_abs * tv_norm(x, TV_DIMS[tv], boundary) if TV_DIMS[tv] else data
+    return data + lam_abs * tv_norm(x, TV_DIMS[tv], boundary, isotropic=isotropic) if TV_DIMS[tv] else data
 
 
 @torch.no_grad()
@@ -54,5 +56,5 @@ def admm_tv(
     for i in tqdm(range(n_iter), disable=not progress, desc="admm-tv", leave=False):
         x = state.step(x, n_cg)
         if callback is not None:
-            callback({"i": i, "x": x, "objective": objective(physics, y, x, state.lam, tv, boundary)})
+            callback({"i": i, "x": x, "objective": objective(physics, y, x, state.lam, tv, boundary, isotropic)})
     return x
