@@ -9,6 +9,14 @@ import numpy as np
 from .._files import atomic_path
 
 
+def _numpy(v) -> np.ndarray:
+    if hasattr(v, "detach"):  # a torch tensor (whose .values is a method, not the data)
+        v = v.detach().cpu().numpy()
+    elif hasattr(v, "dims"):  # an xarray DataArray
+        v = v.values
+    return np.asarray(v, dtype=np.float32).squeeze()
+
+
 def orthogonal_slices_png(volumes: dict, path: str | Path, *, vmin: float | None = None, vmax: float | None = None) -> Path:
     """One row per volume (``{"title": (D, H, W) array or DataArray}``), columns axial / coronal / sagittal."""
     import matplotlib
@@ -16,7 +24,7 @@ def orthogonal_slices_png(volumes: dict, path: str | Path, *, vmin: float | None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    arrays = {k: np.asarray(getattr(v, "values", v), dtype=np.float32).squeeze() for k, v in volumes.items()}
+    arrays = {k: _numpy(v) for k, v in volumes.items()}
     for k, a in arrays.items():
         if a.ndim != 3:
             raise ValueError(f"volume {k!r} must be (D, H, W); got shape {a.shape}")
