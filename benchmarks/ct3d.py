@@ -131,6 +131,36 @@ def summary(rows: list[dict]) -> None:
         print(f"| {r['phantom']} | {r['task']} | {r['method']} | {r['psnr3d'] - base['psnr3d']:+.2f} | {gap:.2f} | {speed} |")
 
 
+_MEMORY_CHILD = """
+import resource, sys, torch
+from scidiff.inverse import dds
+from scidiff.likelihoods.volume import SliceTomography
+from scidiff.volumes.pipeline import load_slice_prior
+torch.set_num_threads(1)
+depth, chunk, prior_name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+prior = load_slice_prior(prior_name)
+op = SliceTomography(8, 32, max_slices=chunk)
+y = torch.zeros(1, 1, depth, op.n_det, 8)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+dds(prior, op, y, n_steps=2, max_slices=chunk, generator=torch.Generator().manual_seed(0))
+print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def memory_table(prior: str, depths=(16, 64), chunks=(4, 64)) -> None:
+    """Peak resident memory of 2 DDS steps in a fresh process, by volume depth and slice chunk (``max_slices``)."""
+    import subprocess
+    import sys
+
+    print("\n| depth D (32 x 32 slices) | max_slices | peak RSS growth during DDS, MiB | volume buffer (one copy), MiB |")
+    print("|---|---|---|---|")
+    for d in depths:
+        for c in chunks:
+            out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(d), str(c), prior], capture_output=True, text=True)
+            base, peak = (int(v) for v in out.stdout.split()[-2:])
+            print(f"| {d} | {c} | {(peak - base) / 1024:.0f} | {d * 32 * 32 * 4 / 2**20:.2f} |", flush=True)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=32, help="in-plane size of the reconstruction (the prior's slices)")
@@ -147,6 +177,7 @@ def main(argv=None) -> None:
     print(f"volume {args.depth} x {args.size} x {args.size} (measured at 2x), {args.threads} thread(s), torch {torch.__version__}\n")
     print("| phantom | task | method | PSNR 3D | axial PSNR / SSIM | coronal | sagittal | wall s | peak MiB |")
     print("|---|---|---|---|---|---|---|---|---|")
+    memory_table(args.prior)
     rows = run(args)
     summary(rows)
 
