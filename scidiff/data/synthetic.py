@@ -75,7 +75,14 @@ def make_grf_dataset(n: int = 2000, res: int = 32, *, alpha: float = 2.0, tau: f
     )
 
 
-GENERATORS = {"grf": make_grf_dataset}
+def _phantom_slices(**kwargs):
+    # axial slices of 3D phantoms (scidiff.volumes), imported only when asked for
+    from ..volumes.phantoms import make_slice_dataset
+
+    return make_slice_dataset(**kwargs)
+
+
+GENERATORS = {"grf": make_grf_dataset, "phantom_slices": _phantom_slices}
 
 
 def _register_trajectory_datasets() -> None:

@@ -1,13 +1,19 @@
 """Posterior samplers for inverse problems, one file each, written against Denoiser + Likelihood."""
 
 from .afdps import afdps
+from .classical import admm_tv, fbp
+from .dds import dds
 from .dps import dps
+from .mbir import diffusion_mbir
+from .mcgdiff import mcgdiff
 from .posterior import Posterior
 from .red_diff import red_diff
-from .mcgdiff import mcgdiff
 from .tds import tds, twisting_likelihood
 
-__all__ = ["Posterior", "afdps", "dps", "from_deepinv", "mcgdiff", "red_diff", "tds", "to_deepinv", "twisting_likelihood"]
+__all__ = [
+    "Posterior", "admm_tv", "afdps", "dds", "diffusion_mbir", "dps", "fbp", "from_deepinv", "mcgdiff", "red_diff",
+    "tds", "to_deepinv", "twisting_likelihood",
+]
 
 
 def __getattr__(name):
@@ -16,4 +22,5 @@ def __getattr__(name):
         from . import interop
 
         return getattr(interop, name)
+
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
