@@ -2,11 +2,14 @@
 
 from .afdps import afdps
 from .dps import dps
+from .latent_dps import latent_dps
 from .posterior import Posterior
 from .red_diff import red_diff
+from .resample import resample, resample_pixel, stochastic_resample
 from .tds import tds, twisting_likelihood
 
-__all__ = ["Posterior", "afdps", "dps", "from_deepinv", "red_diff", "tds", "to_deepinv", "twisting_likelihood"]
+__all__ = ["Posterior", "afdps", "dps", "from_deepinv", "latent_dps", "red_diff", "resample", "resample_pixel",
+           "stochastic_resample", "tds", "to_deepinv", "twisting_likelihood"]
 
 
 def __getattr__(name):
