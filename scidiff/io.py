@@ -75,13 +75,18 @@ def _prior_config(config, path: Path) -> dict:
     """Keep the DiffusionPrior arguments; refuse unknown keys (Lightning's own start with '_')."""
     from .priors.prior import DiffusionPrior
 
+    return _constructor_config(config, path, DiffusionPrior)
+
+
+def _constructor_config(config, path: Path, cls, what: str = "config") -> dict:
+    """``config`` as keyword arguments of ``cls``: a mapping with ``shape`` and no key ``cls`` does not take."""
     if not isinstance(config, dict):
-        raise UnsafeFileError(f"{path} has an invalid config (not a mapping)")
+        raise UnsafeFileError(f"{path} has an invalid {what} (not a mapping)")
     config = {k: v for k, v in config.items() if not str(k).startswith("_")}
-    allowed = set(inspect.signature(DiffusionPrior.__init__).parameters) - {"self"}
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = set(config) - allowed
     if unknown or "shape" not in config:
-        raise UnsafeFileError(f"{path} has an invalid config (unknown keys {sorted(unknown)}; 'shape' is required)")
+        raise UnsafeFileError(f"{path} has an invalid {what} (unknown keys {sorted(unknown)}; 'shape' is required)")
     return config
 
 
@@ -146,19 +151,6 @@ def export_latent_prior(latent_prior, path: str | Path) -> Path:
     return path
 
 
-def _autoencoder_config(config, path: Path) -> dict:
-    from .priors.autoencoder import Autoencoder
-
-    if not isinstance(config, dict):
-        raise UnsafeFileError(f"{path} has an invalid autoencoder config (not a mapping)")
-    config = {k: v for k, v in config.items() if not str(k).startswith("_")}
-    allowed = set(inspect.signature(Autoencoder.__init__).parameters) - {"self"}
-    unknown = set(config) - allowed
-    if unknown or "shape" not in config:
-        raise UnsafeFileError(f"{path} has an invalid autoencoder config (unknown keys {sorted(unknown)}; 'shape' is required)")
-    return config
-
-
 def load_latent_prior(path: str | Path, map_location: str | torch.device = "cpu"):
     """Rebuild a :class:`~scidiff.priors.LatentPrior` from :func:`export_latent_prior`'s file, never unpickling."""
     from safetensors import SafetensorError, safe_open
@@ -183,7 +175,7 @@ def load_latent_prior(path: str | Path, map_location: str | torch.device = "cpu"
         ae_config, prior_config = config["autoencoder"], config["prior"]
     except (KeyError, TypeError, json.JSONDecodeError) as err:
         raise UnsafeFileError(f"{path} has an unreadable 'config' metadata entry ({err})") from None
-    ae = Autoencoder(**_autoencoder_config(ae_config, path))
+    ae = Autoencoder(**_constructor_config(ae_config, path, Autoencoder, "autoencoder config"))
     prior = DiffusionPrior(**{**_prior_config(prior_config, path), "ema_decay": 0.0})
     split = {"autoencoder.": {}, "prior.": {}}
     for k, v in tensors.items():
