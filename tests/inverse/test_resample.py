@@ -231,3 +231,25 @@ def test_bad_inputs():
         SaturatingSensor(lambda x: x, torch.zeros(1, 2), 0.1, 0.0)
     with pytest.raises(ValueError, match="beyond the sensor's range"):
         SaturatingSensor(lambda x: x, torch.full((1, 2), 5.0), 0.1, 1.0)
+
+
+@pytest.mark.parametrize("name", ["sparse_view", "low_dose", "saturated"])
+def test_ct_problem_yamls_build_and_sit_at_their_noise_floor(name):
+    """The YAML problems of problems/ct_resample build, and the true phantom fits its measurements to sigma_y^2."""
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    folder = Path(__file__).resolve().parents[2] / "problems" / "ct_resample"
+    sys.path.insert(0, str(folder))
+    try:
+        from ct import build_problem
+    finally:
+        sys.path.remove(str(folder))
+    cfg = yaml.safe_load((folder / f"{name}.yaml").read_text())
+    problem = build_problem(**cfg["problem"])
+    fit = float(misfit(problem["likelihood"], problem["x_true"]))
+    assert 0.7 < fit / problem["sigma_y"] ** 2 < 1.3, fit
+    assert isinstance(problem["likelihood"], SaturatingSensor) == (name == "saturated")
+    assert cfg["method"] in ("resample", "latent_dps", "dps", "red_diff", "resample_pixel")
