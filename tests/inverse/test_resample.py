@@ -134,9 +134,9 @@ def test_data_consistency_items_stop_independently():
     p = LinearLatentProblem()
     starts = p.prior.mean().expand(3, p.dz) + torch.randn(3, p.dz, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * torch.tensor([[0.0], [1.0], [3.0]], dtype=torch.float64)
     loss = lambda z: misfit(p.likelihood, p.decode(z))  # noqa: E731
-    together, _ = data_consistency(loss, starts, lr=5e-3, max_iters=300, tol=0.08, patience=200)
+    together, _ = data_consistency(loss, starts, lr=5e-3, max_iters=150, tol=0.08, patience=100)
     for k in range(3):
-        alone, _ = data_consistency(loss, starts[k : k + 1], lr=5e-3, max_iters=300, tol=0.08, patience=200)
+        alone, _ = data_consistency(loss, starts[k : k + 1], lr=5e-3, max_iters=150, tol=0.08, patience=100)
         assert torch.allclose(alone[0], together[k], atol=1e-12)
 
 
@@ -154,7 +154,7 @@ def test_resample_fits_the_data_and_beats_latent_dps_on_misfit():
     fits below the noise, sigma_y^2 = 2.5e-3), latent DPS 3e-2--5e-2; Mahalanobis distance to the posterior mean
     0.3--2.3 (ReSample) and 7.8--9.0 (latent DPS); a posterior draw is at ~2.4 (d = 6)."""
     p = LinearLatentProblem()
-    post = _run(p)
+    post = _run(p, pixel_iters=300)  # the closing latent solve sets the final misfit
     ldps = latent_dps(p.prior, p.likelihood, (3, p.dz), ddpm_sigmas(50), encode=p.encode, decode=p.decode,
                       zeta=0.5, generator=seeded_generators(3), **KW)
     fit, base = misfit(p.likelihood, post.samples), misfit(p.likelihood, ldps.samples)
@@ -171,7 +171,7 @@ def test_resample_fits_the_data_and_beats_latent_dps_on_misfit():
 def test_data_consistency_schedule_follows_the_code():
     p = LinearLatentProblem()
     kinds = {}
-    _run(p, n=1, steps=100, callback=lambda d: kinds.__setitem__(99 - d["i"], d["data_consistency"]))
+    _run(p, n=1, steps=100, tol="noise", pixel_iters=20, latent_iters=20, callback=lambda d: kinds.__setitem__(99 - d["i"], d["data_consistency"]))
     # 100 steps, split 33: every 10th index in (0, 67], pixel space down to index 33, latent space below
     assert {k: v for k, v in kinds.items() if v} == {60: "pixel", 50: "pixel", 40: "pixel", 30: "latent",
                                                       20: "latent", 10: "latent"}
@@ -179,8 +179,8 @@ def test_data_consistency_schedule_follows_the_code():
 
 def test_samples_do_not_depend_on_batch_size():
     p = LinearLatentProblem()
-    three = _run(p, n=3, steps=30, tol="noise")
-    one = resample(p.prior, p.likelihood, (1, p.dz), ddpm_sigmas(30), encode=p.encode, decode=p.decode,
+    three = _run(p, n=3, steps=20, tol="noise")
+    one = resample(p.prior, p.likelihood, (1, p.dz), ddpm_sigmas(20), encode=p.encode, decode=p.decode,
                    tol="noise", generator=seeded_generators(1), **KW)
     assert torch.allclose(three.samples[:1], one.samples, atol=1e-10)
 

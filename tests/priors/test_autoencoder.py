@@ -28,7 +28,7 @@ def test_kl_term_is_the_gaussian_kl_to_the_standard_normal():
 
 def test_learns_phantoms_in_seconds():
     """16x16 phantoms -> 2 x 8 x 8 latents, 150 steps: the reconstruction error must fall far below that of the
-    best constant image (the mean phantom), the obvious wrong answer. Measured: ratio ~0.2."""
+    best constant image (the mean phantom), the obvious wrong answer. Measured: ratio 0.23 (0.41 after 80 steps)."""
     torch.manual_seed(0)
     x = ellipse_phantoms(512, 16, generator=torch.Generator().manual_seed(0))
     ae = Autoencoder([1, 16, 16], latent_channels=2, base_channels=8, levels=1, lr=3e-3)
