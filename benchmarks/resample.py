@@ -11,7 +11,9 @@ Per method and problem: measurement misfit ``mean((y - A(x))^2)`` (the consisten
 report for CT; the noise floor is ``sigma_y^2``), PSNR and SSIM of the samples against the phantom (data
 range 1, averaged over samples), denoiser NFE and VJP per sample, wall time for all ``n`` samples, and peak
 memory (the largest rise of the process's resident set over its level before the method, sampled every 5 ms).
-Ratios are against latent DPS, the baseline of the ReSample paper. Deterministic references: the phantom
+Ratios are against latent DPS (the row ``latent_dps``, else the first ``latent_dps@N``), the baseline of the
+ReSample paper. ``resample_noise`` is ReSample stopping its solves at the noise level (``tol="noise"``) instead of
+the code's ``tol = 1e-3``; ``NAME@STEPS`` changes a method's number of steps. Deterministic references: the phantom
 itself, its autoencoder reconstruction (the best a latent method can do) and the pseudo-inverse ``A^+ y``.
 """
 
@@ -80,18 +82,20 @@ def main(argv=None) -> None:
     p.add_argument("--zeta", type=float, default=1.0, help="DPS step size (latent and pixel)")
     p.add_argument("--latent", default="outputs/ct_resample/ct32_latent.safetensors")
     p.add_argument("--pixel", default="outputs/ct_resample/ct32_pixel.safetensors")
-    p.add_argument("--methods", nargs="+", default=["resample", "latent_dps", "dps", "red_diff", "resample_pixel"])
+    p.add_argument("--methods", nargs="+", default=["resample", "latent_dps", "dps", "red_diff", "resample_pixel"],
+                   help="names from the plan, optionally NAME@STEPS; resample_noise = ReSample with tol='noise'")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     warnings.simplefilter("ignore")
     priors = {"latent": LatentPrior.load(a.latent), "pixel": DiffusionPrior.load(a.pixel)}
     plan = {
-        "resample": (a.resample_steps, {}),
-        "latent_dps": (a.dps_steps, {"zeta": a.zeta}),
-        "dps": (a.dps_steps, {"zeta": a.zeta}),
-        "red_diff": (a.red_steps, {}),
-        "resample_pixel": (a.resample_steps, {}),
+        "resample": ("resample", a.resample_steps, {}),
+        "resample_noise": ("resample", a.resample_steps, {"tol": "noise"}),
+        "latent_dps": ("latent_dps", a.dps_steps, {"zeta": a.zeta}),
+        "dps": ("dps", a.dps_steps, {"zeta": a.zeta}),
+        "red_diff": ("red_diff", a.red_steps, {}),
+        "resample_pixel": ("resample_pixel", a.resample_steps, {}),
     }
     print(f"CT on 32x32 ellipse phantoms, {a.n} samples per method, {a.threads} CPU thread(s); "
           f"latent prior {a.latent}, pixel prior {a.pixel}")
@@ -110,14 +114,16 @@ def main(argv=None) -> None:
             m = metrics(x, problem)
             print(f"| {name} | | {m['misfit']:.2e} | | {m['psnr']:.2f} | {m['ssim']:.3f} | | | | | |")
         rows = {}
-        for method in a.methods:
-            steps, options = plan[method]
+        for spec in a.methods:
+            name, _, steps_override = spec.partition("@")
+            method, steps, options = plan[name]
+            steps = int(steps_override) if steps_override else steps
             with PeakMemory() as mem:
                 start = time.perf_counter()
                 x, info = run_method(method, problem, priors, a.n, steps, options)
                 wall = time.perf_counter() - start
-            rows[method] = (steps, metrics(x, problem), info, wall, mem.mib)
-        base = rows.get("latent_dps")
+            rows[spec] = (steps, metrics(x, problem), info, wall, mem.mib)
+        base = rows.get("latent_dps", next((r for k, r in rows.items() if k.startswith("latent_dps")), None))
         for method, (steps, m, info, wall, mib) in rows.items():
             ratio = f"{m['misfit'] / base[1]['misfit']:.3g}" if base else ""
             wratio = f"{wall / base[3]:.2f}" if base else ""
