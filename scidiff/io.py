@@ -44,14 +44,19 @@ def export_safetensors(prior, path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    tensors = {f"precond.{k}": v.detach().cpu().contiguous() for k, v in prior.denoiser.state_dict().items()}
-    tensors["norm_mean"] = prior.norm_mean.detach().cpu().contiguous()
-    tensors["norm_std"] = prior.norm_std.detach().cpu().contiguous()
     config = {k: v for k, v in dict(prior.hparams).items()}
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(config)}
     with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
+        save_file(_prior_tensors(prior), tmp, metadata=metadata)
     return path
+
+
+def _prior_tensors(prior, prefix: str = "") -> dict:
+    """A prior's sampling weights (EMA when present) and normaliser, as the state dict of an ``ema_decay=0`` prior."""
+    tensors = {f"{prefix}precond.{k}": v.detach().cpu().contiguous() for k, v in prior.denoiser.state_dict().items()}
+    tensors[f"{prefix}norm_mean"] = prior.norm_mean.detach().cpu().contiguous()
+    tensors[f"{prefix}norm_std"] = prior.norm_std.detach().cpu().contiguous()
+    return tensors
 
 
 def _validated_config(metadata: dict | None, path: Path) -> dict:
@@ -70,13 +75,18 @@ def _prior_config(config, path: Path) -> dict:
     """Keep the DiffusionPrior arguments; refuse unknown keys (Lightning's own start with '_')."""
     from .priors.prior import DiffusionPrior
 
+    return _constructor_config(config, path, DiffusionPrior)
+
+
+def _constructor_config(config, path: Path, cls, what: str = "config") -> dict:
+    """``config`` as keyword arguments of ``cls``: a mapping with ``shape`` and no key ``cls`` does not take."""
     if not isinstance(config, dict):
-        raise UnsafeFileError(f"{path} has an invalid config (not a mapping)")
+        raise UnsafeFileError(f"{path} has an invalid {what} (not a mapping)")
     config = {k: v for k, v in config.items() if not str(k).startswith("_")}
-    allowed = set(inspect.signature(DiffusionPrior.__init__).parameters) - {"self"}
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = set(config) - allowed
     if unknown or "shape" not in config:
-        raise UnsafeFileError(f"{path} has an invalid config (unknown keys {sorted(unknown)}; 'shape' is required)")
+        raise UnsafeFileError(f"{path} has an invalid {what} (unknown keys {sorted(unknown)}; 'shape' is required)")
     return config
 
 
@@ -102,7 +112,13 @@ def load_prior(path: str | Path, map_location: str | torch.device = "cpu"):
             raise UnsafeFileError(f"{path} is not a DiffusionPrior checkpoint (no hyper_parameters/state_dict)")
         prior = DiffusionPrior(**_prior_config(dict(ckpt["hyper_parameters"]), path))
         tensors = ckpt["state_dict"]
-    expected = prior.state_dict()
+    _load_checked(prior, tensors, path)
+    return prior.eval().to(map_location)
+
+
+def _load_checked(module, tensors: dict, path: Path) -> None:
+    """``load_state_dict`` after checking that names and shapes match the configuration exactly."""
+    expected = module.state_dict()
     missing, unexpected = set(expected) - set(tensors), set(tensors) - set(expected)
     if missing or unexpected:
         raise UnsafeFileError(
@@ -114,7 +130,64 @@ def load_prior(path: str | Path, map_location: str | torch.device = "cpu"):
     nonfinite = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if nonfinite:
         raise UnsafeFileError(f"{path} is corrupt: non-finite values in {', '.join(sorted(nonfinite)[:5])}")
-    if not bool((tensors["norm_std"] > 0).all()):
+    if "norm_std" in tensors and not bool((tensors["norm_std"] > 0).all()):
         raise UnsafeFileError(f"{path} is corrupt: the normaliser norm_std must be positive")
-    prior.load_state_dict(tensors)
-    return prior.eval().to(map_location)
+    module.load_state_dict(tensors)
+
+
+# --- latent priors (autoencoder + latent diffusion prior in one file) ------------------------------
+
+LATENT_FORMAT = "scidiff.latent_prior"
+
+
+def export_latent_prior(latent_prior, path: str | Path) -> Path:
+    """Write a :class:`~scidiff.priors.LatentPrior` (autoencoder weights, latent prior's sampling weights, both
+    configurations) to one safetensors file."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    ae, prior = latent_prior.autoencoder, latent_prior.prior
+    tensors = {f"autoencoder.{k}": v.detach().cpu().contiguous() for k, v in ae.state_dict().items()}
+    tensors.update(_prior_tensors(prior, prefix="prior."))
+    config = {"autoencoder": dict(ae.hparams), "prior": dict(prior.hparams)}
+    metadata = {"format": LATENT_FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(config)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
+    return path
+
+
+def load_latent_prior(path: str | Path, map_location: str | torch.device = "cpu"):
+    """Rebuild a :class:`~scidiff.priors.LatentPrior` from :func:`export_latent_prior`'s file, never unpickling."""
+    from safetensors import SafetensorError, safe_open
+
+    from .priors.autoencoder import Autoencoder
+    from .priors.latent import LatentPrior
+    from .priors.prior import DiffusionPrior
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no latent prior at {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as err:
+        raise UnsafeFileError(f"{path} is not a valid safetensors file ({err})") from None
+    if metadata.get("format") != LATENT_FORMAT or metadata.get("format_version") != FORMAT_VERSION:
+        raise UnsafeFileError(f"{path} is not a scidiff latent prior export (format {metadata.get('format')!r})")
+    try:
+        config = json.loads(metadata["config"])
+        ae_config, prior_config = config["autoencoder"], config["prior"]
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise UnsafeFileError(f"{path} has an unreadable 'config' metadata entry ({err})") from None
+    ae = Autoencoder(**_constructor_config(ae_config, path, Autoencoder, "autoencoder config"))
+    prior = DiffusionPrior(**{**_prior_config(prior_config, path), "ema_decay": 0.0})
+    split = {"autoencoder.": {}, "prior.": {}}
+    for k, v in tensors.items():
+        head = next((p for p in split if k.startswith(p)), None)
+        if head is None:
+            raise UnsafeFileError(f"{path} holds an unexpected tensor {k!r}")
+        split[head][k[len(head):]] = v
+    _load_checked(ae, split["autoencoder."], path)
+    _load_checked(prior, split["prior."], path)
+    return LatentPrior(ae.eval(), prior.eval()).to(map_location)

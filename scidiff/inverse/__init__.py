@@ -4,15 +4,17 @@ from .afdps import afdps
 from .classical import admm_tv, fbp
 from .dds import dds
 from .dps import dps
+from .latent_dps import latent_dps
 from .mbir import diffusion_mbir
 from .mcgdiff import mcgdiff
 from .posterior import Posterior
 from .red_diff import red_diff
+from .resample import resample, resample_pixel, stochastic_resample
 from .tds import tds, twisting_likelihood
 
 __all__ = [
-    "Posterior", "admm_tv", "afdps", "dds", "diffusion_mbir", "dps", "fbp", "from_deepinv", "mcgdiff", "red_diff",
-    "tds", "to_deepinv", "twisting_likelihood",
+    "Posterior", "admm_tv", "afdps", "dds", "diffusion_mbir", "dps", "fbp", "from_deepinv", "latent_dps", "mcgdiff",
+    "red_diff", "resample", "resample_pixel", "stochastic_resample", "tds", "to_deepinv", "twisting_likelihood",
 ]
 
 

@@ -8,6 +8,7 @@ from .base import (
     SumLikelihood,
     WeightedLikelihood,
 )
+from .nonlinear import SaturatingSensor
 from .physics import SVD, from_physics
 from .sensors import PointSensors
 from .units import in_model_units
@@ -19,6 +20,7 @@ __all__ = [
     "LinearGaussianLikelihood",
     "MissingCapability",
     "PointSensors",
+    "SaturatingSensor",
     "SumLikelihood",
     "WeightedLikelihood",
     "from_physics",

@@ -1,6 +1,8 @@
 """Trainable priors (Lightning) and their networks. Importing this subpackage imports pytorch_lightning."""
 
+from .autoencoder import Autoencoder
+from .latent import LatentPrior
 from .networks import MLP, NETWORKS, UNet, build_network, register_network
 from .prior import DiffusionPrior
 
-__all__ = ["MLP", "NETWORKS", "UNet", "DiffusionPrior", "build_network", "register_network"]
+__all__ = ["Autoencoder", "LatentPrior", "MLP", "NETWORKS", "UNet", "DiffusionPrior", "build_network", "register_network"]
