@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from .lazy import LazyFieldDataset, check_variables, open_archive
 
 
 def dataset_to_tensor(ds, variables: list[str], sample_dim: str = "sample") -> torch.Tensor:
     """Stack ``variables`` as channels: ``(N, C, *spatial)``, with clear errors for what cannot be stacked."""
-    missing = [v for v in variables if v not in ds.data_vars]
-    if missing:
-        raise KeyError(f"variable(s) {missing} not in the dataset; it has {sorted(ds.data_vars)}")
-    dims = {v: ds[v].dims for v in variables}
-    first = dims[variables[0]]
-    if sample_dim not in first:
-        raise ValueError(f"variable {variables[0]!r} has dims {first}; expected a {sample_dim!r} dimension")
-    if any(d != first for d in dims.values()):
-        raise ValueError(f"variables to stack as channels must share dims; got {dims}")
+    check_variables(ds, variables, sample_dim)
     arrays = [np.asarray(ds[v].transpose(sample_dim, ...).values, dtype=np.float32) for v in variables]
     data = torch.from_numpy(np.stack(arrays, axis=1))
     bad = ~torch.isfinite(data)
@@ -29,6 +22,24 @@ def dataset_to_tensor(ds, variables: list[str], sample_dim: str = "sample") -> t
         per_var = {v: int(bad[:, i].sum()) for i, v in enumerate(variables) if bad[:, i].any()}
         raise ValueError(f"the dataset contains NaN/inf values: {per_var} (clean or mask them before training)")
     return data
+
+
+class EpochSampler(DistributedSampler):
+    """A shuffling ``DistributedSampler`` whose epoch is the trainer's ``current_epoch`` when iteration starts.
+
+    Lightning's own ``set_epoch`` calls are off by one after resuming from a checkpoint written at the end of
+    an epoch; reading the epoch from the trainer makes a resumed run see the permutation the uninterrupted run
+    saw, on any device count.
+    """
+
+    def __init__(self, dataset, num_replicas: int, rank: int, *, seed: int, trainer=None):
+        super().__init__(dataset, num_replicas, rank, shuffle=True, seed=seed)
+        self.trainer = trainer
+
+    def __iter__(self):
+        if self.trainer is not None:
+            self.epoch = self.trainer.current_epoch
+        return super().__iter__()
 
 
 class FieldDataModule(pl.LightningDataModule):
@@ -41,6 +52,12 @@ class FieldDataModule(pl.LightningDataModule):
         val_fraction: share of samples held out (split with ``seed``).
         normalize: standardise each channel with the training split's mean and std; the statistics are
             copied into the prior at fit start, so samples come back in physical units.
+        lazy: read ``path`` one sample at a time (:class:`~scidiff.data.lazy.LazyFieldDataset`) instead of loading
+            it: for archives larger than memory. The statistics are then computed in chunks of ``chunk_size``.
+
+    Training batches are drawn by a ``DistributedSampler`` seeded with ``seed`` (one replica without DDP), so
+    ``devices=N`` with ``batch_size=B`` visits the same global batches of ``N B`` samples as one process with
+    ``batch_size=N B``; ``batch_size`` is per device, as in Lightning.
     """
 
     def __init__(
@@ -54,6 +71,8 @@ class FieldDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         normalize: bool = True,
+        lazy: bool = False,
+        chunk_size: int = 256,
     ):
         super().__init__()
         self.save_hyperparameters()  # plain types: recorded in checkpoints as the data provenance
@@ -65,23 +84,19 @@ class FieldDataModule(pl.LightningDataModule):
         self.variables = list(variables or ["u"])
         self.sample_dim, self.val_fraction = sample_dim, val_fraction
         self.batch_size, self.num_workers, self.seed, self.normalize = batch_size, num_workers, seed, normalize
+        if lazy and path is None:
+            raise ValueError("lazy=True reads a file: give `path` (generate the dataset with `scidiff datasets make`)")
+        self.lazy, self.chunk_size = lazy, chunk_size
         self._data: torch.Tensor | None = None
         self.norm_mean = self.norm_std = None
 
     def _load(self):
-        import xarray as xr
-
         from .synthetic import generate
 
         if self.generate_spec is not None:
             spec = dict(self.generate_spec)
             return generate(spec.pop("name"), **spec)
-        path = Path(self.path)
-        if not path.exists():
-            raise FileNotFoundError(f"no dataset at {path}")
-        if path.suffix == ".zarr" or path.is_dir():
-            return xr.open_zarr(path)
-        return xr.open_dataset(path)
+        return open_archive(self.path)
 
     @property
     def data(self) -> torch.Tensor:
@@ -96,16 +111,37 @@ class FieldDataModule(pl.LightningDataModule):
     @property
     def event_shape(self) -> list[int]:
         """``[C, *spatial]`` of one sample: link it to the prior's ``shape``."""
+        if self.lazy:
+            return LazyFieldDataset(self.path, self.variables, self.sample_dim).event_shape
         return list(self.data.shape[1:])
 
-    def setup(self, stage: str | None = None) -> None:
-        data = self.data
-        n = data.shape[0]
+    def _split(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
         n_val = int(round(self.val_fraction * n))
-        train, val = data[perm[n_val:]], data[perm[:n_val]]
-        if len(train) == 0:
+        if n - n_val == 0:
             raise ValueError(f"no training samples left: {n} samples with val_fraction={self.val_fraction}")
+        return perm[n_val:], perm[:n_val]
+
+    def _setup_lazy(self) -> None:
+        full = LazyFieldDataset(self.path, self.variables, self.sample_dim)
+        train_idx, val_idx = (i.sort().values.numpy() for i in self._split(len(full)))  # sorted: sequential reads
+        c = full.event_shape[0]
+        if self.normalize:
+            self.norm_mean, self.norm_std = LazyFieldDataset(
+                self.path, self.variables, self.sample_dim, train_idx).channel_stats(self.chunk_size)
+        else:
+            self.norm_mean, self.norm_std = torch.zeros(c), torch.ones(c)
+        make = lambda idx: LazyFieldDataset(  # noqa: E731
+            self.path, self.variables, self.sample_dim, idx, self.norm_mean, self.norm_std)
+        self.train_set, self.val_set = make(train_idx), make(val_idx)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.lazy:
+            self._setup_lazy()
+            return
+        data = self.data
+        train_idx, val_idx = self._split(data.shape[0])
+        train, val = data[train_idx], data[val_idx]
         reduce = [0, *range(2, data.ndim)]
         if self.normalize:
             self.norm_mean, self.norm_std = train.mean(reduce), train.std(reduce).clamp_min(1e-12)
@@ -115,15 +151,19 @@ class FieldDataModule(pl.LightningDataModule):
         self.train_set = TensorDataset((train - self.norm_mean.reshape(shape)) / self.norm_std.reshape(shape))
         self.val_set = TensorDataset((val - self.norm_mean.reshape(shape)) / self.norm_std.reshape(shape))
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers, generator=g)
+    def _loader(self, dataset, sampler=None) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self):
-        return self._loader(self.train_set, True)
+        # The same permutation (seed + epoch) on every rank; rank r takes positions r, r + N, ... of it, so the
+        # global batch does not depend on the device count (Lightning calls set_epoch).
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return self._loader(self.train_set, EpochSampler(self.train_set, world, rank, seed=self.seed, trainer=trainer))
 
     def val_dataloader(self):
-        return self._loader(self.val_set, False) if len(self.val_set) else []
+        return self._loader(self.val_set) if len(self.val_set) else []
 
     def predict_dataloader(self):
-        return self._loader(self.val_set if len(self.val_set) else self.train_set, False)
+        return self._loader(self.val_set if len(self.val_set) else self.train_set)

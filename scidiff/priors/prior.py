@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..diffusion import EDMPrecond, edm_loss, karras_sigmas, sample
 from ..diffusion._utils import as_sigma_batch, check_finite
-from ..diffusion.random import Generator
+from ..diffusion.random import Generator, seeded_generators
 from .networks import build_network
 
 
@@ -129,16 +129,34 @@ class DiffusionPrior(pl.LightningModule):
         if dm is not None and getattr(dm, "norm_mean", None) is not None:
             self.set_normalizer(dm.norm_mean, dm.norm_std)
 
-    def _loss(self, batch: Tensor) -> Tensor:
+    def _loss(self, batch: Tensor, generator=None) -> Tensor:
         x0 = batch[0] if isinstance(batch, (list, tuple)) else batch
         self.check_input(x0)
         return edm_loss(
-            self.precond, x0, sigma_data=self.hparams.sigma_data, p_mean=self.hparams.p_mean, p_std=self.hparams.p_std
+            self.precond, x0, sigma_data=self.hparams.sigma_data, p_mean=self.hparams.p_mean, p_std=self.hparams.p_std,
+            generator=generator,
         ).mean()
 
+    def _training_generators(self, x0: Tensor) -> list[torch.Generator] | None:
+        """One generator per item, seeded by (initial seed, step, position of the item in the global batch).
+
+        Rank ``r`` of ``W`` holds the items at global positions ``r, r + W, ...`` (what its
+        ``DistributedSampler`` gives it), so DDP on N devices draws the sigma and noise that one process with
+        the N-times batch draws: the same loss curve. A run resumed at step k also draws what the
+        uninterrupted run drew. Generators live on the batch's device (no host round trip).
+        """
+        trainer = self._trainer
+        if trainer is None:
+            return None
+        world, rank = trainer.world_size, trainer.global_rank
+        base = (torch.initial_seed() % 2**31 * 1_000_003 + self.global_step) * 2**20
+        seeds = [(base + rank + world * j) % 2**63 for j in range(x0.shape[0])]
+        return seeded_generators(seeds, device=x0.device)
+
     def training_step(self, batch, batch_idx):
-        loss = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch))
+        x0 = batch[0] if isinstance(batch, (list, tuple)) else batch
+        loss = self._loss(x0, self._training_generators(x0))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x0), sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
