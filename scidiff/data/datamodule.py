@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from .lazy import LazyFieldDataset, check_variables, open_archive
+from .lazy import LazyFieldDataset, MeasurementDataset, check_variables, open_archive
 
 
 def dataset_to_tensor(ds, variables: list[str], sample_dim: str = "sample") -> torch.Tensor:
@@ -167,3 +167,24 @@ class FieldDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self):
         return self._loader(self.val_set if len(self.val_set) else self.train_set)
+
+
+class MeasurementDataModule(pl.LightningDataModule):
+    """Measurement sets for ``predict``, read lazily from a NetCDF file (one item per ``sample_dim`` index).
+
+    Lightning shards the items across ranks under DDP; each item carries its ``index`` in the file, so results
+    are keyed by it (see :class:`~scidiff.data.writers.NetCDFPredictionWriter`).
+    """
+
+    def __init__(self, path: str, variables: list[str] | None = None, extra: list[str] | None = None,
+                 sample_dim: str = "sample", batch_size: int = 1, num_workers: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.path, self.variables, self.extra = path, list(variables or ["y"]), list(extra if extra is not None else ["mask"])
+        self.sample_dim, self.batch_size, self.num_workers = sample_dim, batch_size, num_workers
+
+    def setup(self, stage: str | None = None) -> None:
+        self.predict_set = MeasurementDataset(self.path, self.variables, self.sample_dim, extra=self.extra)
+
+    def predict_dataloader(self):
+        return DataLoader(self.predict_set, batch_size=self.batch_size, num_workers=self.num_workers)

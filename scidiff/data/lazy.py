@@ -68,13 +68,14 @@ class _LazyArchive(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def read(self, positions: Sequence[int] | slice) -> Tensor:
-        """Samples at ``positions`` (into ``indices``) as float32 ``(n, C, *spatial)``; checks NaN/inf."""
+    def read(self, positions: Sequence[int] | slice, variables: Sequence[str] | None = None) -> Tensor:
+        """Samples at ``positions`` (into ``indices``) as float32 ``(n, C, *spatial)``, one channel per variable
+        (``self.variables`` by default); checks NaN/inf."""
         if self._ds is None:
             self._ds = open_archive(self.path)
         idx = self.indices[positions]
         arrays = [np.asarray(self._ds[v].isel({self.sample_dim: idx}).transpose(self.sample_dim, ...).values,
-                             dtype=np.float32) for v in self.variables]
+                             dtype=np.float32) for v in (variables or self.variables)]
         data = torch.from_numpy(np.stack(arrays, axis=1))
         if not torch.isfinite(data).all():
             raise ValueError(f"{self.path} holds NaN/inf values among samples {idx.tolist()[:8]} (clean or mask them)")
@@ -112,6 +113,8 @@ class LazyFieldDataset(_LazyArchive):
 class MeasurementDataset(_LazyArchive):
     """One measurement set per index: ``{"index": i, "y": (C, *dims)}`` plus any ``extra`` variables by name.
 
+    As for fields, the ``variables`` are the channels of ``y``; each ``extra`` variable comes as ``(1, *dims)``.
+
     ``index`` is the position in the archive, so results can be keyed by it whatever rank or batch
     computed them.
     """
@@ -129,8 +132,6 @@ class MeasurementDataset(_LazyArchive):
 
     def __getitem__(self, i: int) -> dict:
         item = {"index": int(self.indices[i]), "y": self.read([i])[0]}
-        if self.extra:
-            idx = int(self.indices[i])
-            for v in self.extra:
-                item[v] = torch.from_numpy(np.asarray(self._ds[v].isel({self.sample_dim: idx}).values, dtype=np.float32))
+        for v in self.extra:
+            item[v] = self.read([i], [v])[0]
         return item
