@@ -10,7 +10,16 @@ from torch import Tensor
 
 from ..diffusion._utils import host_sigmas
 from ..diffusion.random import Generator
-from ..kernels.particles import RESAMPLING_SCHEMES, ess, gather_particles, joint_generator, resample_if
+from ..kernels.particles import (
+    RESAMPLING_SCHEMES,
+    ParticleGenerators,
+    ess,
+    gather_particles,
+    gather_sharded,
+    joint_generator,
+    resample_if,
+    sharded_resample_if,
+)
 from ..likelihoods.base import Likelihood
 
 
@@ -46,6 +55,7 @@ class ParticleBook:
 
     def __init__(self, num_particles: int, threshold: float, scheme: str, warn_fraction: float, method: str):
         self.n, self.threshold, self.scheme = num_particles, threshold, scheme
+        self.warn_fraction = warn_fraction
         self.warn_level = max(1.5, warn_fraction * num_particles) if num_particles > 1 else 0.0
         self.method = method
         self.ess_history: list[float] = []
@@ -53,11 +63,15 @@ class ParticleBook:
         self.collapsed_at: int | None = None
 
     def step(self, log_w: Tensor, states: Sequence[Tensor], step: int, generator: Generator):
-        """Record the ESS of ``log_w``; resample ``states`` (each ``(N, ...)``) if it is below threshold."""
-        value = float(ess(log_w))
-        self.ess_history.append(value)
-        if value < self.warn_level and self.collapsed_at is None:
-            self.collapsed_at = step
+        """Record the ESS of ``log_w``; resample ``states`` (each ``(N, ...)``) if it is below threshold.
+
+        A :class:`~scidiff.kernels.particles.ParticleGenerators` with a process group makes the step global
+        over the particles of every rank (sharded SMC).
+        """
+        group = getattr(generator, "group", None) if isinstance(generator, ParticleGenerators) else None
+        if group is not None:
+            return self._sharded_step(log_w, states, step, generator, group)
+        self._record(float(ess(log_w)), step)
         if self.threshold <= 0:
             return log_w, list(states)
         ancestors, log_w, did = resample_if(log_w, self.threshold, self.scheme, generator=joint_generator(generator))
@@ -65,6 +79,26 @@ class ParticleBook:
             self.num_resampled += 1
             states = [None if s is None else gather_particles(s, ancestors) for s in states]
         return log_w, list(states)
+
+    def _sharded_step(self, log_w: Tensor, states: Sequence[Tensor], step: int, generator, group):
+        threshold = self.threshold if self.threshold > 0 else 0.0
+        ancestors, new_lw, did, value = sharded_resample_if(log_w, threshold, self.scheme,
+                                                            generator=generator.resampling, group=group)
+        if step == 0 or not self.ess_history:  # the warning level counts the particles of every rank
+            self.n = log_w.shape[0] * torch.distributed.get_world_size(group)
+            self.warn_level = max(1.5, self.warn_fraction * self.n) if self.n > 1 else 0.0
+        self._record(float(value), step)
+        if self.threshold <= 0:
+            return log_w, list(states)
+        if bool(did):
+            self.num_resampled += 1
+            states = [None if s is None else gather_sharded(s, ancestors, group) for s in states]
+        return new_lw, list(states)
+
+    def _record(self, value: float, step: int) -> None:
+        self.ess_history.append(value)
+        if value < self.warn_level and self.collapsed_at is None:
+            self.collapsed_at = step
 
     def finish(self) -> dict:
         if self.collapsed_at is not None:
