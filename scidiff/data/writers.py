@@ -75,6 +75,14 @@ class NetCDFPredictionWriter(BasePredictionWriter):
         ds.attrs.update({"batch_idx": batch_idx, "rank": trainer.global_rank})
         self._write(ds, self.path_for(trainer.global_rank, batch_idx, dataloader_idx))
 
+    def on_predict_start(self, trainer, pl_module) -> None:
+        # Temporary files of a killed run carry no result (atomic_path names them ".<name>.*.part"): drop them
+        # before anyone writes.
+        if trainer.is_global_zero and self.output_dir.exists():
+            for stale in self.output_dir.glob(f".{self.prefix}_*.part"):
+                stale.unlink(missing_ok=True)
+        trainer.strategy.barrier("scidiff-clean")
+
     def on_predict_end(self, trainer, pl_module) -> None:
         if self.merge is None:
             return

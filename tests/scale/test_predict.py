@@ -59,3 +59,45 @@ def test_rerun_skips_finished_measurements(tmp_path):
     second = predict(task, meas, tmp_path / "out")
     assert sorted(p.name for p in second.written) == ["pred_000001.nc", "pred_000004.nc"]
     assert all((tmp_path / "out" / name).stat().st_mtime_ns == t for name, t in stamps.items())
+
+
+KILLED_RUN = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from test_predict import predict
+from scidiff.priors.posterior_task import PosteriorTask
+torch.set_num_threads(1)
+task = PosteriorTask({prior!r}, sampler="dps", num_samples=2, steps=40, sigma_y=0.1)
+predict(task, {meas!r}, {out!r})
+"""
+
+
+@pytest.mark.slow  # a subprocess killed mid-way, then a rerun: ~60 s on the shared 2-core machine
+def test_predict_killed_midway_resumes_exactly_once(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    _, meas = make_problem(tmp_path)
+    out = tmp_path / "out"
+    code = KILLED_RUN.format(tests=str(Path(__file__).parent), prior=str(tmp_path / "prior.safetensors"),
+                             meas=str(meas), out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(out.glob("pred_*.nc"))) < 3 and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("pred_*.nc")}
+    assert 3 <= len(before) < 10, f"the kill came too late or too early: {sorted(before)}"
+
+    task = PosteriorTask(str(tmp_path / "prior.safetensors"), sampler="dps", num_samples=2, steps=40, sigma_y=0.1)
+    rerun = predict(task, meas, out, merge="all.nc")
+    assert sorted(p.name for p in rerun.written) == sorted(f"pred_{i:06d}.nc" for i in range(10) if f"pred_{i:06d}.nc" not in before)
+    assert all((out / name).stat().st_mtime_ns == t for name, t in before.items())  # finished results untouched
+    assert not list(out.glob(".*.part"))
+    merged = xr.open_dataset(out / "all.nc")
+    assert list(merged["measurement"].values) == list(range(10))
