@@ -66,10 +66,12 @@ class PosteriorTask(pl.LightningModule):
         sigma_y: observation noise in physical units.
         seed: measurement ``i`` uses the per-particle seeds ``seed * 2**20 + i * num_samples + k``.
         sampler_kwargs: extra keyword arguments of the sampler (plain types).
+        precision, compile: how the prior's network runs (see :meth:`DiffusionPrior.set_runtime`).
     """
 
     def __init__(self, prior: str, sampler: str = "dps", num_samples: int = 8, steps: int = 32, sigma_y: float = 0.1,
-                 seed: int = 0, sampler_kwargs: dict[str, Any] | None = None):
+                 seed: int = 0, sampler_kwargs: dict[str, Any] | None = None, precision: str | None = None,
+                 compile: bool | dict = False):  # noqa: A002
         super().__init__()
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose from {SAMPLERS}")
@@ -78,7 +80,7 @@ class PosteriorTask(pl.LightningModule):
 
         self.prior = DiffusionPrior.load(prior) if str(prior).endswith((".ckpt", ".safetensors")) else \
             DiffusionPrior.pretrained(prior)
-        self.prior.requires_grad_(False)
+        self.prior.requires_grad_(False).set_runtime(precision, compile)
 
     def seeds(self, index: int) -> list[int]:
         n = self.hparams.num_samples
