@@ -49,7 +49,7 @@ def _fit(root, archive, devices, batch_size, max_steps, ckpt_path=None, checkpoi
     return dict(losses), torch.load(root / f"run{devices}.weights", weights_only=True)
 
 
-@pytest.mark.slow  # two spawned processes plus two 1-process runs: ~90-120 s on the shared 2-core machine
+@pytest.mark.slow  # two spawned processes plus two 1-process runs: 55-120 s on the shared 2-core machine
 def test_ddp_matches_one_process_and_resumes_on_one(tmp_path):
     archive = tmp_path / "grf.nc"
     write_netcdf(make_grf_dataset(n=32, res=4, seed=0), archive)  # 2 steps per epoch at a global batch of 16

@@ -32,7 +32,7 @@ def predict(task, meas, out, devices=1, merge=None):
     return writer
 
 
-@pytest.mark.slow  # two spawned processes: ~70 s on the shared 2-core machine
+@pytest.mark.slow  # two spawned processes: 60-80 s on the shared 2-core machine
 def test_two_processes_write_each_measurement_once(tmp_path):
     task, meas = make_problem(tmp_path)
     predict(task, meas, tmp_path / "out", devices=2, merge="all.nc")
@@ -72,7 +72,7 @@ predict(task, {meas!r}, {out!r})
 """
 
 
-@pytest.mark.slow  # a subprocess killed mid-way, then a rerun: ~60 s on the shared 2-core machine
+@pytest.mark.slow  # a subprocess killed mid-way, then a rerun: 25-75 s on the shared 2-core machine
 def test_predict_killed_midway_resumes_exactly_once(tmp_path):
     import os
     import signal

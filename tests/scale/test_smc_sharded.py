@@ -45,7 +45,6 @@ def _worker(rank, path, out):
     dist.destroy_process_group()
 
 
-@pytest.mark.slow  # two spawned processes: ~40 s on the shared 2-core machine
 def test_sharded_smc_matches_unsharded(tmp_path):
     mp.spawn(_worker, args=(str(tmp_path / "rdzv"), str(tmp_path / "out")), nprocs=WORLD, join=True)
     shards = [torch.load(tmp_path / f"out.{r}", weights_only=True) for r in range(WORLD)]
