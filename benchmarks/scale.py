@@ -4,13 +4,14 @@
    global batch grows): seconds per optimiser step and images/s, ratio against 1 process. Timed from the
    second step on (start-up and the first step excluded).
 2. CPU, gloo: ``trainer.predict`` of a PosteriorTask (DPS) over a set of measurements with 1, 2, ... processes:
-   measurements/s (wall time of the whole predict, start-up included) and the ratio against 1 process.
+   the wall time with start-up (spawning, imports) and the predict loop alone; measurements/s of the loop and
+   the ratio against 1 process.
 3. GPU (when ``torch.cuda.is_available()``): samples/s and peak memory for each unconditional sampler and
    for DPS on a 64^2 and a 128^2 UNet prior (random weights: speed only), with the speedup over the same
    sampler on the CPU, both measured here. Also fp32 vs bf16 autocast.
 
 Usage (repository root): PYTHONPATH=. python benchmarks/scale.py [--procs 1 2] [--res 16] [--steps 20]
-    [--measurements 8] [--gpu-batch 16] [--gpu-steps 32] [--threads 1]
+    [--measurements 8] [--gpu-batch 16] [--gpu-steps 32] [--threads 1] [--tables train predict gpu]
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ class StepTimer(pl.Callback):
             Path(self.path).write_text(f"{time.perf_counter() - self.t0} {trainer.global_step - 1}")
 
 
+class PredictTimer(pl.Callback):
+    """Wall time of the predict loop once every rank is up (rank 0 writes it after the last rank is done)."""
+
+    def __init__(self, path: str):
+        self.path, self.t0 = path, None
+
+    def on_predict_start(self, trainer, pl_module):
+        trainer.strategy.barrier("timer-start")
+        self.t0 = time.perf_counter()
+
+    def on_predict_end(self, trainer, pl_module):
+        trainer.strategy.barrier("timer-end")
+        if trainer.is_global_zero:
+            Path(self.path).write_text(str(time.perf_counter() - self.t0))
+
+
 def _trainer(devices: int, **kwargs) -> pl.Trainer:
     return pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
                       logger=False, enable_progress_bar=False, enable_model_summary=False, **kwargs)
@@ -81,20 +98,22 @@ def predict_table(procs, res: int, measurements: int, tmp: Path) -> None:
     meas = tmp / "meas.nc"
     write_netcdf(masked_measurements(fields, 0.2, 0.1, generator=torch.Generator().manual_seed(2)), meas)
     print(f"\n### Distributed predict: DPS (4 samples, 20 steps) on {measurements} measurement sets, {res}^2 (CPU, gloo)\n")
-    print("| processes | wall s (incl. start-up) | measurements / s | ratio to 1 process |")
-    print("|---|---|---|---|")
+    print("| processes | wall s (incl. start-up) | predict loop s | measurements / s (loop) | ratio to 1 process |")
+    print("|---|---|---|---|---|")
     base = None
     for n in procs:
         task = PosteriorTask(str(path), sampler="dps", num_samples=4, steps=20, sigma_y=0.1)
         writer = NetCDFPredictionWriter(str(tmp / f"pred{n}"))
         t0 = time.perf_counter()
-        _trainer(n, callbacks=[writer]).predict(task, MeasurementDataModule(str(meas)), return_predictions=False)
-        wall = time.perf_counter() - t0
+        timer = tmp / f"predict_timer{n}"
+        _trainer(n, callbacks=[writer, PredictTimer(str(timer))]).predict(task, MeasurementDataModule(str(meas)),
+                                                                          return_predictions=False)
+        wall, loop = time.perf_counter() - t0, float(timer.read_text())
         written = len(list((tmp / f"pred{n}").glob("pred_*.nc")))
         assert written == measurements, written  # a wrong count would make the rate meaningless
-        rate = measurements / wall
+        rate = measurements / loop
         base = base or rate
-        print(f"| {n} | {wall:.1f} | {rate:.2f} | {rate / base:.2f} |")
+        print(f"| {n} | {wall:.1f} | {loop:.1f} | {rate:.2f} | {rate / base:.2f} |")
 
 
 def _time_sampler(prior, name: str, shape, steps: int, device) -> tuple[float, float]:
@@ -155,12 +174,16 @@ def main() -> None:
     p.add_argument("--gpu-steps", type=int, default=32)
     p.add_argument("--cpu-batch", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tables", nargs="+", default=["train", "predict", "gpu"], choices=["train", "predict", "gpu"])
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        training_table(a.procs, a.res, a.steps, a.batch, Path(tmp))
-        predict_table(a.procs, a.res, a.measurements, Path(tmp))
-    gpu_table(a.gpu_batch, a.gpu_steps, a.cpu_batch)
+        if "train" in a.tables:
+            training_table(a.procs, a.res, a.steps, a.batch, Path(tmp))
+        if "predict" in a.tables:
+            predict_table(a.procs, a.res, a.measurements, Path(tmp))
+    if "gpu" in a.tables:
+        gpu_table(a.gpu_batch, a.gpu_steps, a.cpu_batch)
 
 
 if __name__ == "__main__":
