@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from .lazy import LazyFieldDataset, MeasurementDataset, check_variables, open_archive
 
 
 def dataset_to_tensor(
@@ -19,21 +20,8 @@ def dataset_to_tensor(
     ``units`` maps variables to the ``units`` attribute they must carry (CF conventions), so a file in other
     units is refused rather than trained on.
     """
-    missing = [v for v in variables if v not in ds.data_vars]
-    if missing:
-        raise KeyError(f"variable(s) {missing} not in the dataset; it has {sorted(ds.data_vars)}")
-    for name, expected in (units or {}).items():
-        found = ds[name].attrs.get("units") if name in ds.variables else None
-        if found is None:
-            raise ValueError(f"variable {name!r} has no 'units' attribute; expected {expected!r}")
-        if str(found) != expected:
-            raise ValueError(f"variable {name!r} has units {found!r}; expected {expected!r}")
-    dims = {v: ds[v].dims for v in variables}
-    first = dims[variables[0]]
-    if sample_dim not in first:
-        raise ValueError(f"variable {variables[0]!r} has dims {first}; expected a {sample_dim!r} dimension")
-    if any(d != first for d in dims.values()):
-        raise ValueError(f"variables to stack as channels must share dims; got {dims}")
+    check_variables(ds, variables, sample_dim)
+    check_units(ds, units)
     arrays = [np.asarray(ds[v].transpose(sample_dim, ...).values, dtype=np.float32) for v in variables]
     data = torch.from_numpy(np.stack(arrays, axis=1))
     bad = ~torch.isfinite(data)
@@ -43,27 +31,44 @@ def dataset_to_tensor(
     return data
 
 
-class StepShuffle(Sampler[int]):
-    """Shuffled indices whose order is a function of ``(seed, epoch)`` and that can resume mid-epoch.
+def check_units(ds, units: dict[str, str] | None) -> None:
+    """Refuse variables whose ``units`` attribute is missing or differs from the declared one."""
+    for name, expected in (units or {}).items():
+        found = ds[name].attrs.get("units") if name in ds.variables else None
+        if found is None:
+            raise ValueError(f"variable {name!r} has no 'units' attribute; expected {expected!r}")
+        if str(found) != expected:
+            raise ValueError(f"variable {name!r} has units {found!r}; expected {expected!r}")
 
-    Epoch ``e`` visits ``randperm(n)`` drawn from ``seed + e``. ``__iter__`` asks ``position()`` for
-    ``(epoch, batches already trained in it)`` and starts from that batch, so a run restored from a mid-epoch
-    checkpoint sees exactly the batches an uninterrupted run would have seen next.
+
+class EpochSampler(DistributedSampler):
+    """A shuffling ``DistributedSampler`` driven by the trainer's progress, so runs resume exactly.
+
+    Epoch ``e`` is ``randperm(n)`` drawn from ``seed + e`` on every rank; rank ``r`` takes positions ``r, r + N, ...``
+    of it, so the global batch does not depend on the device count. The epoch is read from the trainer when
+    iteration starts (Lightning's own ``set_epoch`` calls are off by one after resuming from a checkpoint written
+    at the end of an epoch). In one process without gradient accumulation the position inside the epoch is the
+    optimiser step, and iteration starts from the next untrained batch: a run restored from a mid-epoch checkpoint
+    sees exactly the batches an uninterrupted run would have seen next. Under several processes (or with
+    accumulation, where steps are not batches) a mid-epoch resume restarts the epoch.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, position=lambda batches_per_epoch: (0, 0)):
-        self.n, self.batch_size, self.seed, self.position = n, batch_size, seed, position
-        self.batches_per_epoch = -(-n // batch_size)
+    def __init__(self, dataset, num_replicas: int, rank: int, *, seed: int, batch_size: int = 1, trainer=None):
+        super().__init__(dataset, num_replicas, rank, shuffle=True, seed=seed)
+        self.trainer, self.batch_size = trainer, batch_size
 
-    def order(self, epoch: int) -> torch.Tensor:
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+    def position(self) -> tuple[int, int]:
+        """``(epoch, batches already trained in it)``."""
+        trainer = self.trainer
+        if trainer is None:
+            return self.epoch, 0
+        if trainer.world_size > 1 or trainer.accumulate_grad_batches != 1:
+            return trainer.current_epoch, 0
+        return divmod(trainer.global_step, -(-self.num_samples // self.batch_size))
 
     def __iter__(self):
-        epoch, batch = self.position(self.batches_per_epoch)
-        return iter(self.order(epoch)[batch * self.batch_size :].tolist())
-
-    def __len__(self) -> int:
-        return self.n
+        self.epoch, batch = self.position()
+        return iter(list(super().__iter__())[batch * self.batch_size :])
 
 
 class FieldDataModule(pl.LightningDataModule):
@@ -77,6 +82,12 @@ class FieldDataModule(pl.LightningDataModule):
         normalize: standardise each channel with the training split's mean and std; the statistics are
             copied into the prior at fit start, so samples come back in physical units.
         units: ``{variable: units}`` the file must declare (its ``units`` attributes), e.g. ``{"u": "m s-1"}``.
+        lazy: read ``path`` one sample at a time (:class:`~scidiff.data.lazy.LazyFieldDataset`) instead of loading
+            it: for archives larger than memory. The statistics are then computed in chunks of ``chunk_size``.
+
+    Training batches are drawn by a ``DistributedSampler`` seeded with ``seed`` (one replica without DDP), so
+    ``devices=N`` with ``batch_size=B`` visits the same global batches of ``N B`` samples as one process with
+    ``batch_size=N B``; ``batch_size`` is per device, as in Lightning.
     """
 
     def __init__(
@@ -91,6 +102,8 @@ class FieldDataModule(pl.LightningDataModule):
         seed: int = 0,
         normalize: bool = True,
         units: dict[str, str] | None = None,
+        lazy: bool = False,
+        chunk_size: int = 256,
     ):
         super().__init__()
         self.save_hyperparameters()  # plain types: recorded in checkpoints as the data provenance
@@ -103,23 +116,19 @@ class FieldDataModule(pl.LightningDataModule):
         self.sample_dim, self.val_fraction = sample_dim, val_fraction
         self.batch_size, self.num_workers, self.seed, self.normalize = batch_size, num_workers, seed, normalize
         self.units = dict(units) if units else None
+        if lazy and path is None:
+            raise ValueError("lazy=True reads a file: give `path` (generate the dataset with `scidiff datasets make`)")
+        self.lazy, self.chunk_size = lazy, chunk_size
         self._data: torch.Tensor | None = None
         self.norm_mean = self.norm_std = None
 
     def _load(self):
-        import xarray as xr
-
         from .synthetic import generate
 
         if self.generate_spec is not None:
             spec = dict(self.generate_spec)
             return generate(spec.pop("name"), **spec)
-        path = Path(self.path)
-        if not path.exists():
-            raise FileNotFoundError(f"no dataset at {path}")
-        if path.suffix == ".zarr" or path.is_dir():
-            return xr.open_zarr(path)
-        return xr.open_dataset(path)
+        return open_archive(self.path)
 
     @property
     def data(self) -> torch.Tensor:
@@ -134,16 +143,43 @@ class FieldDataModule(pl.LightningDataModule):
     @property
     def event_shape(self) -> list[int]:
         """``[C, *spatial]`` of one sample: link it to the prior's ``shape``."""
+        if self.lazy:
+            return LazyFieldDataset(self.path, self.variables, self.sample_dim).event_shape
         return list(self.data.shape[1:])
 
-    def setup(self, stage: str | None = None) -> None:
-        data = self.data
-        n = data.shape[0]
+    def _split(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
         n_val = int(round(self.val_fraction * n))
-        train, val = data[perm[n_val:]], data[perm[:n_val]]
-        if len(train) == 0:
+        if n - n_val == 0:
             raise ValueError(f"no training samples left: {n} samples with val_fraction={self.val_fraction}")
+        return perm[n_val:], perm[:n_val]
+
+    def _setup_lazy(self) -> None:
+        if self.units:
+            ds = open_archive(self.path)
+            try:
+                check_units(ds, self.units)
+            finally:
+                ds.close()
+        full = LazyFieldDataset(self.path, self.variables, self.sample_dim)
+        train_idx, val_idx = (i.sort().values.numpy() for i in self._split(len(full)))  # sorted: sequential reads
+        c = full.event_shape[0]
+        if self.normalize:
+            self.norm_mean, self.norm_std = LazyFieldDataset(
+                self.path, self.variables, self.sample_dim, train_idx).channel_stats(self.chunk_size)
+        else:
+            self.norm_mean, self.norm_std = torch.zeros(c), torch.ones(c)
+        make = lambda idx: LazyFieldDataset(  # noqa: E731
+            self.path, self.variables, self.sample_dim, idx, self.norm_mean, self.norm_std)
+        self.train_set, self.val_set = make(train_idx), make(val_idx)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.lazy:
+            self._setup_lazy()
+            return
+        data = self.data
+        train_idx, val_idx = self._split(data.shape[0])
+        train, val = data[train_idx], data[val_idx]
         reduce = [0, *range(2, data.ndim)]
         if self.normalize:
             self.norm_mean, self.norm_std = train.mean(reduce), train.std(reduce).clamp_min(1e-12)
@@ -153,31 +189,41 @@ class FieldDataModule(pl.LightningDataModule):
         self.train_set = TensorDataset((train - self.norm_mean.reshape(shape)) / self.norm_std.reshape(shape))
         self.val_set = TensorDataset((val - self.norm_mean.reshape(shape)) / self.norm_std.reshape(shape))
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers, generator=g)
-
-    def _position(self, batches_per_epoch: int) -> tuple[int, int]:
-        """``(epoch, batches done in it)`` from the trainer's optimiser step (one process, no accumulation).
-
-        Under several processes Lightning wraps the sampler to shard each epoch, and with gradient accumulation
-        steps are not batches: there only whole epochs are reproduced (a mid-epoch resume restarts the epoch).
-        """
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 0, 0
-        if trainer.world_size > 1 or trainer.accumulate_grad_batches != 1:
-            return trainer.current_epoch, 0
-        return divmod(trainer.global_step, batches_per_epoch)
+    def _loader(self, dataset, sampler=None) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self):
-        # The order depends on (seed, epoch, step) only: a resumed run continues the interrupted epoch.
-        sampler = StepShuffle(len(self.train_set), self.batch_size, self.seed, self._position)
-        g = torch.Generator().manual_seed(self.seed)  # worker seeds from here, not from the global RNG
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers, generator=g)
+        # The same permutation (seed + epoch) on every rank; rank r takes positions r, r + N, ... of it, so the
+        # global batch does not depend on the device count (Lightning calls set_epoch).
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = EpochSampler(self.train_set, world, rank, seed=self.seed, batch_size=self.batch_size, trainer=trainer)
+        return self._loader(self.train_set, sampler)
 
     def val_dataloader(self):
-        return self._loader(self.val_set, False) if len(self.val_set) else []
+        return self._loader(self.val_set) if len(self.val_set) else []
 
     def predict_dataloader(self):
-        return self._loader(self.val_set if len(self.val_set) else self.train_set, False)
+        return self._loader(self.val_set if len(self.val_set) else self.train_set)
+
+
+class MeasurementDataModule(pl.LightningDataModule):
+    """Measurement sets for ``predict``, read lazily from a NetCDF file (one item per ``sample_dim`` index).
+
+    Lightning shards the items across ranks under DDP; each item carries its ``index`` in the file, so results
+    are keyed by it (see :class:`~scidiff.data.writers.NetCDFPredictionWriter`).
+    """
+
+    def __init__(self, path: str, variables: list[str] | None = None, extra: list[str] | None = None,
+                 sample_dim: str = "sample", batch_size: int = 1, num_workers: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.path, self.variables, self.extra = path, list(variables or ["y"]), list(extra if extra is not None else ["mask"])
+        self.sample_dim, self.batch_size, self.num_workers = sample_dim, batch_size, num_workers
+
+    def setup(self, stage: str | None = None) -> None:
+        self.predict_set = MeasurementDataset(self.path, self.variables, self.sample_dim, extra=self.extra)
+
+    def predict_dataloader(self):
+        return DataLoader(self.predict_set, batch_size=self.batch_size, num_workers=self.num_workers)

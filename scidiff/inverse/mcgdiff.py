@@ -155,7 +155,7 @@ def mcgdiff(
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma, "denoised": x0, "log_weights": log_w})
 
-    book.ess_history.append(float(ess(log_w)))
+    book.record(log_w, len(s) - 1)  # the final weights
     info = {"method": "mcgdiff", "nfe": len(s) - 1, "vjp": 0, "num_particles": n, "kappa": float(kappa),
             "ess_threshold": float(ess_threshold), "wall_time": time.perf_counter() - start}
     info.update(book.finish())

@@ -172,11 +172,67 @@ def chunked(fn: Callable[..., Tensor | tuple], *tensors: Tensor, max_batch_size:
     return torch.cat(outs)
 
 
+class ParticleGenerators(list):
+    """Per-particle generators plus a separate generator for the joint draws (resampling) of the system.
+
+    With ``group`` (a ``torch.distributed`` process group, or ``torch.distributed.group.WORLD``) the particle
+    system is *sharded*: this rank holds an equal, contiguous share of the particles (rank ``r`` holds particles
+    ``r n, ..., (r + 1) n - 1``) and their generators, and ``resampling`` must be seeded identically on every
+    rank. Resampling is then global (:func:`sharded_resample_if`), and a sharded run gives the particles of the
+    unsharded run with the same generators.
+    """
+
+    def __init__(self, particles, resampling: torch.Generator, group=None):
+        super().__init__(particles)
+        self.resampling, self.group = resampling, group
+
+
 def joint_generator(generator: Generator) -> torch.Generator | None:
     """The generator for a joint draw over one particle system (the first one of a per-particle list)."""
+    if isinstance(generator, ParticleGenerators):
+        return generator.resampling
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     generators = list(generator)
     if not generators:
         raise ValueError("got an empty list of generators")
     return generators[0]
+
+
+def all_gather_cat(x: Tensor, group) -> Tensor:
+    """Concatenate every rank's ``x`` (equal shapes) along dim 0, in rank order."""
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, x.contiguous(), group=group)
+    return torch.cat(parts)
+
+
+def sharded_resample_if(
+    log_weights: Tensor, threshold: float = 0.5, scheme: str = "systematic", *, generator: Generator = None, group=None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`resample_if` over a particle system sharded across the ranks of ``group``.
+
+    ``log_weights`` is this rank's ``(n,)`` share. The log-weights are all-gathered, every rank draws the same
+    ancestors (``generator`` seeded alike on every rank) and keeps the ones of its own slots. Returns
+    ``(ancestors, new_log_weights, resampled, ess)``: ancestors ``(n,)`` index the *global* particle set, the new
+    log-weights are this rank's share normalised over all particles, and the ESS is the global one.
+    """
+    import torch.distributed as dist
+
+    if log_weights.ndim != 1:
+        raise ValueError(f"sharded resampling takes one particle system of shape (n,); got {tuple(log_weights.shape)}")
+    lw_all = all_gather_cat(log_weights.double(), group)
+    ancestors, new_lw, did = resample_if(lw_all, threshold, scheme, generator=generator)
+    n, rank = log_weights.shape[0], dist.get_rank(group)
+    mine = slice(rank * n, (rank + 1) * n)
+    return ancestors[mine], new_lw[mine], did, ess(lw_all)
+
+
+def gather_sharded(x: Tensor, ancestors: Tensor, group) -> Tensor:
+    """This rank's new particles ``x_all[ancestors]`` from the global ancestors of :func:`sharded_resample_if`.
+
+    Every rank receives all particles (an all-gather, the simple exchange that works on every backend); memory
+    is ``world_size`` times one shard for the duration of the call.
+    """
+    return all_gather_cat(x, group)[ancestors]
