@@ -57,15 +57,24 @@ def test_sigkilled_fit_resumes_to_the_same_weights(tmp_path, every, kill_at):
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=lambda m: f"{key}: {m}")
 
 
-def test_step_shuffle_resumes_mid_epoch_and_reshuffles_by_epoch():
-    from scidiff.data.datamodule import StepShuffle
+def test_epoch_sampler_resumes_mid_epoch_and_reshuffles_by_epoch():
+    from types import SimpleNamespace
+
+    from scidiff.data.datamodule import EpochSampler
 
     n, bs = 10, 3  # 4 batches per epoch, the last one short
-    full = lambda epoch: list(StepShuffle(n, bs, seed=7, position=lambda b: (epoch, 0)))  # noqa: E731
-    assert sorted(full(0)) == list(range(n)) and full(0) == full(0) and full(0) != full(1)
+
+    def order(epoch, done=0, world=1, rank=0):
+        trainer = SimpleNamespace(world_size=world, accumulate_grad_batches=1, current_epoch=epoch,
+                                  global_step=4 * epoch + done)
+        return list(EpochSampler(range(n), world, rank, seed=7, batch_size=bs, trainer=trainer))
+
+    assert sorted(order(0)) == list(range(n)) and order(0) == order(0) and order(0) != order(1)
     for done in range(4):  # a run resumed after `done` batches of epoch 1 sees the rest of that epoch
-        rest = list(StepShuffle(n, bs, seed=7, position=lambda b: (1, done)))
-        assert rest == full(1)[done * bs:]
+        assert order(1, done) == order(1)[done * bs:]
+    # two ranks split the same permutation (a mid-epoch resume restarts the epoch there)
+    ranks = order(1, 0, world=2, rank=0) + order(1, 0, world=2, rank=1)
+    assert sorted(set(ranks)) == list(range(n)) and order(1, 2, world=2) == order(1, 0, world=2)
 
 
 def test_loading_a_checkpoint_for_sampling_leaves_the_rng_alone(tmp_path):
