@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from scidiff.diffusion import karras_sigmas, sample
+from scidiff.diffusion import karras_sigmas, sample, seeded_generators
 from scidiff.likelihoods import GaussianLikelihood, LinearGaussianLikelihood, PointSensors
 from scidiff.oracles import GaussianMixture
 
@@ -179,6 +179,8 @@ def test_all_observed_mask_is_a_valid_forward_problem():
 
     y = torch.linspace(-1, 1, D, dtype=torch.float64)
     lik = LinearGaussianLikelihood.from_matrix(torch.eye(D, dtype=torch.float64), y, 0.01, EVENT)
-    post = dps(_prior(), lik, (3, *EVENT), karras_sigmas(20, 0.01, 10.0), progress=False, dtype=torch.float64, zeta=0.5)
+    post = dps(_prior(), lik, (8, *EVENT), karras_sigmas(20, 0.01, 10.0), progress=False, dtype=torch.float64, zeta=0.5,
+               generator=seeded_generators(8))
     assert torch.isfinite(post.samples).all()
+    # the exact posterior mean is y / (1 + 1e-4); DPS is approximate, the unguided prior mean (0) is off by up to 1
     assert (post.mean().flatten() - y).abs().max() < 0.2
