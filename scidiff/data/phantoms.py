@@ -84,11 +84,3 @@ def make_phantom_dataset(n: int = 2000, res: int = 32, *, num_inner: int = 5, se
         },
     )
 
-
-def _register() -> None:
-    from .synthetic import register_generator
-
-    register_generator("phantoms", make_phantom_dataset)
-
-
-_register()

@@ -82,7 +82,14 @@ def _phantom_slices(**kwargs):
     return make_slice_dataset(**kwargs)
 
 
-GENERATORS = {"grf": make_grf_dataset, "phantom_slices": _phantom_slices}
+def _phantoms(**kwargs):
+    # 2D ellipse phantoms for CT (scidiff.data.phantoms), imported only when asked for
+    from .phantoms import make_phantom_dataset
+
+    return make_phantom_dataset(**kwargs)
+
+
+GENERATORS = {"grf": make_grf_dataset, "phantom_slices": _phantom_slices, "phantoms": _phantoms}
 
 
 def _register_trajectory_datasets() -> None:
