@@ -121,7 +121,7 @@ def _row(r: dict) -> str:
 
 
 def summary(rows: list[dict]) -> None:
-    print("\n| phantom | task | method | dB vs ADMM-TV (3D) | max |axial - coronal/sagittal| dB | time / MBIR time |")
+    print("\n| phantom | task | method | dB vs ADMM-TV (3D) | max gap axial vs coronal/sagittal, dB | time / MBIR time |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         base = next(b for b in rows if b["phantom"] == r["phantom"] and b["task"] == r["task"] and b["method"] == "ADMM-TV")
@@ -175,9 +175,9 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"volume {args.depth} x {args.size} x {args.size} (measured at 2x), {args.threads} thread(s), torch {torch.__version__}\n")
-    print("| phantom | task | method | PSNR 3D | axial PSNR / SSIM | coronal | sagittal | wall s | peak MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
     memory_table(args.prior)
+    print("\n| phantom | task | method | PSNR 3D | axial PSNR / SSIM | coronal | sagittal | wall s | peak MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     rows = run(args)
     summary(rows)
 
