@@ -10,6 +10,8 @@
   ``scidiff sample --graphs model.ckpt -o samples`` writes SMILES + SDF (molecules) or graph6 (graphs);
 * ``scidiff reconstruct -c problems/ct3d/sv8_dds.yaml --input volume.nii.gz -o recon.nii.gz`` -- measure a
   volume with a CT/MRI operator and reconstruct it (FBP, ADMM-TV, DiffusionMBIR, DDS), with a PNG of slices;
+* ``scidiff posterior predict -c problems/grf/posterior.yaml`` -- one posterior per measurement set of a NetCDF
+  file (Lightning predict: any number of devices, resumable, results written once);
 * ``scidiff demo`` -- the end-to-end example on an embedded default.
 """
 
@@ -20,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-TOOLS = ("demo", "sample", "export", "datasets", "bridge", "graphs", "reconstruct")
+TOOLS = ("demo", "sample", "export", "datasets", "bridge", "graphs", "reconstruct", "posterior")
 
 #: Module prefixes a config's ``class_path`` may name. A YAML file is data: it must not make ``scidiff fit``
 #: import and build arbitrary classes. Extend with ``SCIDIFF_ALLOW_CLASSES="mylab.callbacks.,mylab.loggers."``.
@@ -67,6 +69,29 @@ def _check_config_files(args: list[str]) -> None:
         path = Path(arg.partition("=")[2] if arg.startswith("--") and "=" in arg else arg)
         if path.suffix in (".yaml", ".yml") and path.is_file():
             check_class_paths(yaml.safe_load(path.read_text()), str(path))
+
+
+def _posterior(argv: list[str]):
+    """``scidiff posterior predict -c cfg.yaml``: one posterior per measurement set of a NetCDF file.
+
+    Lightning ``predict`` with :class:`~scidiff.priors.posterior_task.PosteriorTask` and
+    :class:`~scidiff.data.datamodule.MeasurementDataModule`: ``--trainer.devices=N`` shards the measurements, a
+    :class:`~scidiff.data.writers.NetCDFPredictionWriter` callback writes each result once and a rerun skips
+    the ones already written.
+    """
+    from pytorch_lightning.cli import LightningCLI
+
+    from .data.datamodule import MeasurementDataModule
+    from .priors.posterior_task import PosteriorTask
+
+    class PosteriorCLI(LightningCLI):
+        def before_instantiate_classes(self) -> None:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            check_class_paths(config.as_dict(), "the resolved configuration")
+
+    _check_config_files(argv)
+    return PosteriorCLI(PosteriorTask, MeasurementDataModule, args=argv, seed_everything_default=0,
+                        save_config_kwargs={"overwrite": True})
 
 
 def _lightning_cli(args: list[str]):
@@ -230,7 +255,8 @@ def run(argv: list[str]):
     """Run one ``scidiff`` command in-process (tests, notebooks); returns what the command returns."""
     if argv and argv[0] in TOOLS:
         return {"demo": _demo, "sample": _sample, "export": _export, "datasets": _datasets, "bridge": _bridge,
-                "graphs": _graphs, "reconstruct": _reconstruct}[argv[0]](argv[1:])
+                "graphs": _graphs, "reconstruct": _reconstruct,
+                "posterior": _posterior}[argv[0]](argv[1:])
     return _lightning_cli(argv)
 
 

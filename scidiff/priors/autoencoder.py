@@ -64,8 +64,10 @@ class Autoencoder(pl.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
     ):
+        hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
-        self.save_hyperparameters()
+        # Explicit: Lightning's CLI would otherwise hand a prior built inside another module the outer config.
+        self.save_hyperparameters(hparams)
         self.shape = tuple(int(s) for s in shape)
         dims, factor = len(self.shape) - 1, 2**levels
         if dims not in _CONV or any(s % factor for s in self.shape[1:]):

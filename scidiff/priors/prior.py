@@ -54,8 +54,10 @@ class DiffusionPrior(pl.LightningModule):
         p_mean: float = -1.2,
         p_std: float = 1.2,
     ):
+        hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
-        self.save_hyperparameters()
+        # Explicit: Lightning's CLI would otherwise hand a prior built inside another module the outer config.
+        self.save_hyperparameters(hparams)
         self.shape = tuple(int(s) for s in shape)
         kwargs = dict(network_kwargs or {})
         if network == "unet":

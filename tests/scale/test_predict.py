@@ -101,3 +101,17 @@ def test_predict_killed_midway_resumes_exactly_once(tmp_path):
     assert not list(out.glob(".*.part"))
     merged = xr.open_dataset(out / "all.nc")
     assert list(merged["measurement"].values) == list(range(10))
+
+
+def test_posterior_command_predicts_every_measurement_from_yaml(tmp_path):
+    from pathlib import Path
+
+    from scidiff.cli import run
+
+    _, meas = make_problem(tmp_path, n=3)
+    config = Path(__file__).resolve().parents[2] / "problems" / "grf" / "posterior.yaml"
+    run(["posterior", "predict", "-c", str(config), f"--model.prior={tmp_path / 'prior.safetensors'}",
+         "--model.num_samples=2", "--model.steps=3", f"--data.path={meas}",
+         f"--trainer.callbacks.init_args.output_dir={tmp_path / 'out'}", "--trainer.enable_progress_bar=false"])
+    merged = xr.open_dataset(tmp_path / "out" / "posteriors.nc")
+    assert list(merged["measurement"].values) == [0, 1, 2] and merged["x"].shape == (3, 2, 1, 4, 4)
