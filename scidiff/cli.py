@@ -22,6 +22,8 @@ import os
 import sys
 from pathlib import Path
 
+from ._config import load_config
+
 TOOLS = ("demo", "sample", "export", "datasets", "bridge", "graphs", "reconstruct", "posterior")
 
 #: Module prefixes a config's ``class_path`` may name. A YAML file is data: it must not make ``scidiff fit``
@@ -190,8 +192,6 @@ def _datasets(argv: list[str]) -> None:
 
 
 def _bridge(argv: list[str]) -> dict:
-    import yaml
-
     from .bridges import run_problem
     from .bridges.problems import markdown_table
 
@@ -199,12 +199,7 @@ def _bridge(argv: list[str]) -> dict:
     p.add_argument("-c", "--config", required=True, help="a problems/bridges_*/config.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config entry (YAML value)")
     a = p.parse_args(argv)
-    with open(a.config) as f:
-        config = yaml.safe_load(f)
-    for item in a.set:
-        key, _, value = item.partition("=")
-        config[key] = yaml.safe_load(value)
-    report = run_problem(config)
+    report = run_problem(load_config(a.config, a.set))
     print(markdown_table(report))
     return report
 
@@ -216,8 +211,6 @@ def _graphs(argv: list[str]) -> dict:
 
 
 def _reconstruct(argv: list[str]) -> dict:
-    import yaml
-
     from .volumes import read_volume, write_volume
     from .volumes.pipeline import reconstruct
     from .volumes.plot import orthogonal_slices_png
@@ -230,11 +223,7 @@ def _reconstruct(argv: list[str]) -> dict:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config entry (YAML value)")
     p.add_argument("--progress", action="store_true")
     a = p.parse_args(argv)
-    with open(a.config) as f:
-        config = yaml.safe_load(f)
-    for item in a.set:
-        key, _, value = item.partition("=")
-        config[key] = yaml.safe_load(value)
+    config = load_config(a.config, a.set)
     volume = read_volume(a.input)
     rec, report = reconstruct(config, volume, progress=a.progress)
     out = write_volume(rec, a.out)

@@ -8,24 +8,14 @@ from pathlib import Path
 
 
 def train_main(argv: list[str]) -> dict:
-    import yaml
-
+    from .._config import load_config
     from .lightning import run_config
 
     p = argparse.ArgumentParser(prog="scidiff graphs", description="Train, sample and score a graph diffusion problem.")
     p.add_argument("-c", "--config", required=True, help="a problems/*/config.yaml with data/model/trainer/sample")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override an entry (YAML value)")
     a = p.parse_args(argv)
-    with open(a.config) as f:
-        config = yaml.safe_load(f)
-    for item in a.set:
-        key, _, value = item.partition("=")
-        *sections, last = key.split(".")
-        node = config
-        for s in sections:
-            node = node.setdefault(s, {})
-        node[last] = yaml.safe_load(value)
-    report = run_config(config)
+    report = run_config(load_config(a.config, a.set))
     for k, v in report.items():
         print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
     return report
