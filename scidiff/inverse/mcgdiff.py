@@ -56,6 +56,8 @@ class _SpectralData:
         safe = torch.where(self.observed, s, torch.ones_like(s))
         self.y_tilde = torch.where(self.observed, y_bar[0] / safe, torch.zeros_like(s))
         self.sigma_star2 = torch.where(self.observed, (sigma_y / safe) ** 2, torch.zeros_like(s))
+        # host copy: whether any coordinate is still twisted at a level is decided without a device sync
+        self.min_star2 = float(self.sigma_star2[self.observed].min()) if bool(self.observed.any()) else float("inf")
 
     def coords(self, x: Tensor) -> Tensor:
         return self.svd.V_adjoint(x).double()
@@ -143,7 +145,7 @@ def mcgdiff(
         var = sigma_next**2 * (1 - ratio)
         mean = x0 + ratio * (x - x0)
         mask = data.twisted(sigma)
-        if bool(mask.any()):  # once every coordinate is conditioned the weights stay as they are
+        if sigma**2 > data.min_star2:  # once every coordinate is conditioned the weights stay as they are
             var_next = data.potential_var(sigma_next, kappa)
             log_g = data.log_potential(data.coords(x), data.potential_var(sigma, kappa), mask)
             log_w = log_w + data.log_potential(data.coords(mean), var + var_next, mask) - log_g
