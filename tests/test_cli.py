@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import xarray as xr
 
 from scidiff.cli import run as main
@@ -69,3 +70,17 @@ def test_bridge_problem_from_the_command_line():
     report = main(["bridge", "-c", str(ROOT / "problems/bridges_simplex/config.yaml"), "--set", "n_train=200",
                    "--set", "n_eval=100", "--set", "n_iter=5", "--set", "hidden=16", "--set", "n_steps=10"])
     assert {r["boundary"] for r in report["results"]} >= {"reflect"}
+
+
+def test_problem_file_overrides(tmp_path):
+    from scidiff._config import load_config
+
+    path = tmp_path / "p.yaml"
+    path.write_text("model:\n  steps: 10\nname: flower\n")
+    config = load_config(path, ["model.steps=50", "name=simplex", "trainer.devices=2"])
+    assert config == {"model": {"steps": 50}, "name": "simplex", "trainer": {"devices": 2}}
+    with pytest.raises(ValueError, match="not KEY=VALUE"):
+        load_config(path, ["model.steps"])
+    path.write_text("- a list\n")
+    with pytest.raises(ValueError, match="YAML mapping"):
+        load_config(path)
