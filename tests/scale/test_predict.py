@@ -24,10 +24,11 @@ def make_problem(tmp_path, n=10):
     return task, meas
 
 
-def predict(task, meas, out, devices=1, merge=None):
-    writer = NetCDFPredictionWriter(str(out), merge=merge)
+def predict(task, meas, out, devices=1, merge=None, writer=None, callbacks=()):
+    writer = writer if writer is not None else NetCDFPredictionWriter(str(out), merge=merge)
     trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
-                         logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[writer])
+                         logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[writer, *callbacks])
     trainer.predict(task, MeasurementDataModule(str(meas), batch_size=2), return_predictions=False)
     return writer
 
