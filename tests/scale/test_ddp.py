@@ -30,11 +30,18 @@ class Record(pl.Callback):
             torch.save({k: v.cpu() for k, v in pl_module.state_dict().items()}, self.path + ".weights")
 
 
+def make_data(archive, batch_size):
+    return FieldDataModule(str(archive), lazy=True, batch_size=batch_size, val_fraction=0.0, chunk_size=7)
+
+
+def make_prior(cls=DiffusionPrior):
+    return cls([1, 4, 4], network="mlp", network_kwargs={"hidden": 32, "depth": 1}, lr=1e-2, lr_warmup_steps=1,
+               ema_decay=0.9)
+
+
 def _fit(root, archive, devices, batch_size, max_steps, ckpt_path=None, checkpoints=False):
     pl.seed_everything(0, verbose=False)
-    dm = FieldDataModule(str(archive), lazy=True, batch_size=batch_size, val_fraction=0.0, chunk_size=7)
-    prior = DiffusionPrior([1, 4, 4], network="mlp", network_kwargs={"hidden": 32, "depth": 1}, lr=1e-2,
-                           lr_warmup_steps=1, ema_decay=0.9)
+    dm, prior = make_data(archive, batch_size), make_prior()
     root.mkdir(parents=True, exist_ok=True)
     callbacks = [Record(root / f"run{devices}")]
     if checkpoints:
