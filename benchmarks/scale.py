@@ -6,9 +6,9 @@
 2. CPU, gloo: ``trainer.predict`` of a PosteriorTask (DPS) over a set of measurements with 1, 2, ... processes:
    the wall time with start-up (spawning, imports) and the predict loop alone; measurements/s of the loop and
    the ratio against 1 process.
-3. GPU (when ``torch.cuda.is_available()``): samples/s and peak memory for each unconditional sampler and
-   for DPS on a 64^2 and a 128^2 UNet prior (random weights: speed only), with the speedup over the same
-   sampler on the CPU, both measured here. Also fp32 vs bf16 autocast.
+3. GPU (when ``torch.cuda.is_available()``): ``benchmarks/gpu_check.py``: samples/s, peak memory and host syncs
+   of every sampler and kernel on a 64^2 and a 128^2 UNet prior (random weights: speed only), fp32, bf16
+   autocast and torch.compile, with the speedup over the same sampler on the CPU, both measured here.
 
 Usage (repository root): PYTHONPATH=. python benchmarks/scale.py [--procs 1 2] [--res 16] [--steps 20]
     [--measurements 8] [--gpu-batch 16] [--gpu-steps 32] [--threads 1] [--tables train predict gpu]
@@ -17,6 +17,7 @@ Usage (repository root): PYTHONPATH=. python benchmarks/scale.py [--procs 1 2] [
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +29,6 @@ from scidiff.data.datamodule import FieldDataModule, MeasurementDataModule
 from scidiff.data.netcdf import write_netcdf
 from scidiff.data.synthetic import gaussian_random_field, make_grf_dataset
 from scidiff.data.writers import NetCDFPredictionWriter
-from scidiff.diffusion import karras_sigmas, sample, seeded_generators
 from scidiff.priors import DiffusionPrior
 from scidiff.priors.posterior_task import PosteriorTask, masked_measurements
 
@@ -116,51 +116,15 @@ def predict_table(procs, res: int, measurements: int, tmp: Path) -> None:
         print(f"| {n} | {wall:.1f} | {loop:.1f} | {rate:.2f} | {rate / base:.2f} |")
 
 
-def _time_sampler(prior, name: str, shape, steps: int, device) -> tuple[float, float]:
-    """Seconds per call and peak GPU memory (MiB; 0 on CPU) of one sampler run."""
-    from scidiff.inverse import dps
-    from scidiff.likelihoods import LinearGaussianLikelihood
-
-    sigmas = karras_sigmas(steps, 0.002, 80.0)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    if name == "dps":
-        mask = (torch.rand(shape[1:], generator=torch.Generator().manual_seed(0)) < 0.2).float().to(device)
-        lik = LinearGaussianLikelihood(lambda x: x * mask, lambda x: x * mask, torch.zeros(1, *shape[1:], device=device), 0.1)
-        dps(prior, lik, shape, sigmas, generator=torch.Generator(device).manual_seed(0), progress=False, device=device)
-    else:
-        sample(prior, shape, sigmas, sampler=name, generator=seeded_generators(shape[0], device=device), device=device,
-               progress=False)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        return time.perf_counter() - t0, torch.cuda.max_memory_allocated() / 2**20
-    return time.perf_counter() - t0, 0.0
-
-
 def gpu_table(batch: int, steps: int, cpu_batch: int) -> None:
+    """The sampler table of ``benchmarks/gpu_check.py`` (one implementation: that script's ``main``)."""
     if not torch.cuda.is_available():
-        print("\n### GPU samplers: skipped (no CUDA device)")
+        print("\n### GPU samplers: skipped (no CUDA device; benchmarks/gpu_check.py --tiny runs the tiny CPU check)")
         return
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    print(f"\n### Samplers on {torch.cuda.get_device_name()} ({steps} steps; CPU reference: batch {cpu_batch}, same process)\n")
-    print("| res | sampler | precision | GPU samples/s | peak MiB | CPU samples/s | GPU ÷ CPU |")
-    print("|---|---|---|---|---|---|---|")
-    for res in (64, 128):
-        prior = DiffusionPrior([1, res, res], network_kwargs={"base_channels": 32, "channel_mults": [1, 2, 2, 2]}).eval()
-        for name in ("euler", "heun", "ddim", "euler_maruyama", "dps"):
-            prior.to(cpu).set_runtime(None)
-            wall_cpu, _ = _time_sampler(prior, name, (cpu_batch, 1, res, res), steps, cpu)
-            cpu_rate = cpu_batch / wall_cpu
-            prior.to(cuda)
-            for precision in (None, "bf16"):
-                prior.set_runtime(precision)
-                _time_sampler(prior, name, (batch, 1, res, res), 2, cuda)  # warm-up (kernels, allocator)
-                wall, peak = _time_sampler(prior, name, (batch, 1, res, res), steps, cuda)
-                rate = batch / wall
-                print(f"| {res} | {name} | {precision or 'fp32'} | {rate:.1f} | {peak:.0f} | {cpu_rate:.2f} | "
-                      f"{rate / cpu_rate:.1f} |")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import gpu_check
+
+    gpu_check.main(["--batch", str(batch), "--steps", str(steps), "--cpu-batch", str(cpu_batch)])
 
 
 def main() -> None:

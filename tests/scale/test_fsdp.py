@@ -42,7 +42,7 @@ def test_lightning_fsdp_strategy_refuses_cpu():
         pl.Trainer(accelerator="cpu", devices=2, strategy="fsdp")
 
 
-@pytest.mark.slow  # one 1-process run and two 2-process runs: 2-4 min on the shared 2-core machine
+@pytest.mark.slow  # one 1-process run and two 2-process runs: 3-6 min on the shared 2-core machine
 def test_fsdp2_trains_like_one_process_and_resumes(tmp_path):
     archive = tmp_path / "grf.nc"
     write_netcdf(make_grf_dataset(n=32, res=4, seed=0), archive)  # 2 steps per epoch at a global batch of 16
