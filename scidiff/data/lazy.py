@@ -1,4 +1,4 @@
-"""Datasets that read NetCDF archives one sample at a time, for archives larger than memory.
+"""Datasets that read NetCDF archives (or Zarr stores) one sample at a time, for archives larger than memory.
 
 The file is opened lazily in each process that reads it (DataLoader workers, DDP ranks): an open HDF5 handle
 is never pickled. ``xarray.open_dataset`` without dask keeps variables as lazily indexed arrays, so
@@ -25,8 +25,19 @@ def open_archive(path: str | Path):
     if not path.exists():
         raise FileNotFoundError(f"no dataset at {path}")
     if path.suffix == ".zarr" or path.is_dir():
-        return xr.open_zarr(path, chunks=None)
+        # consolidated metadata (one read) when the store has it, else the per-array metadata, without a warning
+        return xr.open_zarr(path, chunks=None, consolidated=_consolidated(path))
     return xr.open_dataset(path, engine="h5netcdf", cache=False)
+
+
+def _consolidated(path: Path) -> bool:
+    """Whether a Zarr store carries consolidated metadata (v2: ``.zmetadata``; v3: a key of the root ``zarr.json``)."""
+    import json
+
+    if (path / ".zmetadata").exists():
+        return True
+    root = path / "zarr.json"
+    return root.exists() and json.loads(root.read_text()).get("consolidated_metadata") is not None
 
 
 def check_variables(ds, variables: Sequence[str], sample_dim: str) -> None:

@@ -4,8 +4,8 @@ Each prediction item is ``{"index": i, "y": ..., "mask": ...}`` (see :class:`~sc
 noisy observations ``y = mask * x + sigma_y n`` of a field in physical units, where ``mask`` marks the observed
 entries. Under ``predict`` with ``devices=N`` Lightning shards the measurements across ranks; measurement ``i``
 is sampled with per-particle generators seeded by ``(seed, i)``, so its result does not depend on the rank,
-the batch or the device count. With :class:`~scidiff.data.writers.NetCDFPredictionWriter` a rerun skips the
-measurements already written.
+the batch or the device count. With :class:`~scidiff.data.writers.NetCDFPredictionWriter` (or
+:class:`~scidiff.data.writers.ZarrPredictionWriter`) a rerun skips the measurements already written.
 """
 
 from __future__ import annotations

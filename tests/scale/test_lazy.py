@@ -84,3 +84,23 @@ def test_measurement_items_carry_their_index(tmp_path):
     assert batches[0]["y"].shape == batches[0]["mask"].shape == (2, 1, 4, 4)
     m = dm.predict_set[3]
     assert ((m["y"] != 0) <= (m["mask"] > 0)).all()  # observed only where the mask is on
+
+
+@pytest.mark.parametrize("consolidated", [False, True])
+def test_lazy_reads_a_zarr_archive_like_netcdf(tmp_path, archive, consolidated):
+    pytest.importorskip("zarr")
+    import xarray as xr
+
+    with xr.open_dataset(archive) as ds:
+        ds.load().to_zarr(tmp_path / "grf.zarr", mode="w", consolidated=consolidated)
+    nc = LazyFieldDataset(archive, ["u"], indices=[2, 5, 11])
+    zarr_ds = LazyFieldDataset(tmp_path / "grf.zarr", ["u"], indices=[2, 5, 11])
+    assert len(zarr_ds) == 3
+    for i in range(3):
+        torch.testing.assert_close(zarr_ds[i], nc[i])
+    lazy = FieldDataModule(str(tmp_path / "grf.zarr"), val_fraction=0.25, batch_size=5, lazy=True, chunk_size=4)
+    lazy.setup()
+    eager = FieldDataModule(str(archive), val_fraction=0.25, batch_size=5)
+    eager.setup()
+    torch.testing.assert_close(lazy.norm_mean, eager.norm_mean)
+    torch.testing.assert_close(lazy.norm_std, eager.norm_std)
