@@ -113,6 +113,7 @@ def test_posterior_command_predicts_every_measurement_from_yaml(tmp_path):
     config = Path(__file__).resolve().parents[2] / "problems" / "grf" / "posterior.yaml"
     run(["posterior", "predict", "-c", str(config), f"--model.prior={tmp_path / 'prior.safetensors'}",
          "--model.num_samples=2", "--model.steps=3", f"--data.path={meas}",
-         f"--trainer.callbacks.init_args.output_dir={tmp_path / 'out'}", "--trainer.enable_progress_bar=false"])
+         f"--trainer.callbacks.init_args.output_dir={tmp_path / 'out'}", "--trainer.enable_progress_bar=false",
+         f"--trainer.default_root_dir={tmp_path}"])  # the CLI saves its config.yaml there, not in the checkout
     merged = xr.open_dataset(tmp_path / "out" / "posteriors.nc")
     assert list(merged["measurement"].values) == [0, 1, 2] and merged["x"].shape == (3, 2, 1, 4, 4)
