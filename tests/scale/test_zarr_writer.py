@@ -111,3 +111,20 @@ def test_two_processes_finish_a_crashed_run_into_one_store(tmp_path):
         m = data.predict_set[i]
         torch.testing.assert_close(torch.from_numpy(merged["x"].values[i]), task.posterior(i, m["y"], m["mask"]).samples,
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_posterior_command_writes_a_zarr_store(tmp_path):
+    from pathlib import Path
+
+    from scidiff.cli import run
+
+    _, meas = make_problem(tmp_path, n=3)
+    writer = tmp_path / "zarr.yaml"  # a second config file replaces the problem file's NetCDF writer
+    writer.write_text("trainer:\n  callbacks:\n    - class_path: scidiff.data.writers.ZarrPredictionWriter\n"
+                      f"      init_args:\n        store: {tmp_path / 'post.zarr'}\n")
+    config = Path(__file__).resolve().parents[2] / "problems" / "grf" / "posterior.yaml"
+    run(["posterior", "predict", "-c", str(config), "-c", str(writer), f"--model.prior={tmp_path / 'prior.safetensors'}",
+         "--model.num_samples=2", "--model.steps=3", f"--data.path={meas}", "--trainer.enable_progress_bar=false",
+         f"--trainer.default_root_dir={tmp_path}"])
+    merged = xr.open_zarr(tmp_path / "post.zarr")
+    assert list(merged["measurement"].values) == [0, 1, 2] and merged["x"].shape == (3, 2, 1, 4, 4)
