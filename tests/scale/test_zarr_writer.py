@@ -1,5 +1,6 @@
 """Distributed predict into one Zarr store: each measurement once, resumable after a crash."""
 
+import os
 import tempfile
 
 import pytest
@@ -11,6 +12,7 @@ pytest.importorskip("zarr")
 
 from scidiff.data.datamodule import MeasurementDataModule  # noqa: E402
 from scidiff.data.writers import NetCDFPredictionWriter, ZarrPredictionWriter  # noqa: E402
+from scidiff.priors.posterior_task import PosteriorTask  # noqa: E402
 
 from test_predict import make_problem, predict  # noqa: E402
 
@@ -128,3 +130,44 @@ def test_posterior_command_writes_a_zarr_store(tmp_path):
          f"--trainer.default_root_dir={tmp_path}"])
     merged = xr.open_zarr(tmp_path / "post.zarr")
     assert list(merged["measurement"].values) == [0, 1, 2] and merged["x"].shape == (3, 2, 1, 4, 4)
+
+
+KILLED_RUN = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from test_predict import predict
+from scidiff.data.writers import ZarrPredictionWriter
+from scidiff.priors.posterior_task import PosteriorTask
+torch.set_num_threads(1)
+task = PosteriorTask({prior!r}, sampler="dps", num_samples=2, steps=40, sigma_y=0.1)
+predict(task, {meas!r}, None, writer=ZarrPredictionWriter({store!r}))
+"""
+
+
+@pytest.mark.slow  # a subprocess killed mid-way, then a rerun: 25-75 s on the shared 2-core machine
+def test_sigkill_midway_then_rerun_writes_each_measurement_once(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    _, meas = make_problem(tmp_path)
+    store = tmp_path / "post.zarr"
+    code = KILLED_RUN.format(tests=str(Path(__file__).parent), prior=str(tmp_path / "prior.safetensors"),
+                             meas=str(meas), store=str(store))
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((store / "parts").glob("pred_*"))) < 3 and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = part_stamps(store)
+    assert 3 <= len(before) < 10, f"the kill came too late or too early: {sorted(before)}"
+
+    task = PosteriorTask(str(tmp_path / "prior.safetensors"), sampler="dps", num_samples=2, steps=40, sigma_y=0.1)
+    rerun = predict(task, meas, None, writer=ZarrPredictionWriter(str(store)))
+    assert sorted(p.name for p in rerun.written) == sorted(f"pred_{i:06d}" for i in range(10) if f"pred_{i:06d}" not in before)
+    assert {k: v for k, v in part_stamps(store).items() if k in before} == before
+    assert not list((store / "parts").glob(".*.part"))
+    assert list(xr.open_zarr(store)["measurement"].values) == list(range(10))
