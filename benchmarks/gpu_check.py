@@ -16,9 +16,10 @@ it prints one row per variant:
 * the CPU reference: the same sampler in this process on ``--cpu-batch`` samples and ``--cpu-steps`` steps, its
   rate scaled to ``--steps`` steps (cost is linear in the steps), and the speedup GPU / CPU.
 
-Without CUDA the script runs a tiny version on the CPU (``--tiny``, 8^2 and 16^2, a few steps), so that it is
-tested (``tests/scale/test_gpu_check.py``); its numbers say nothing about speed. A row that fails prints its
-error and the script goes on. It never asserts: it reports.
+Without CUDA the script runs a tiny version on the CPU (``--tiny``, 8^2 and 16^2, a few steps, ``torch.compile``
+with the ``eager`` backend: graph capture without code generation), so that it is tested
+(``tests/scale/test_gpu_check.py``); its numbers say nothing about speed. A row that fails prints its error and
+the script goes on. It never asserts: it reports.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def timed(run, prior, batch: int, steps: int, device) -> tuple[float, float | No
 
 
 def check(names, resolutions, variants, compile_names, batch, steps, cpu_batch, cpu_steps, tiny, budget,
-          device) -> list[Row]:
+          device, compile_kwargs: dict | None = None) -> list[Row]:
     """All rows: fp32 and bf16 for every resolution first, the slow ``torch.compile`` rows last (so a tight
     budget cuts those rather than the 128^2 numbers)."""
     start, cpu_rates = time.perf_counter(), {}
@@ -175,11 +176,12 @@ def check(names, resolutions, variants, compile_names, batch, steps, cpu_batch, 
         if time.perf_counter() - start > budget:
             rows.append(Row(res, name, "/".join(todo), error=f"skipped: past the {budget:.0f} s budget"))
             continue
-        rows += _rows(priors[res], res, name, todo, batch, steps, cpu_batch, cpu_steps, cpu_rates, device)
+        rows += _rows(priors[res], res, name, todo, batch, steps, cpu_batch, cpu_steps, cpu_rates, device,
+                      compile_kwargs or {})
     return rows
 
 
-def _rows(prior, res, name, variants, batch, steps, cpu_batch, cpu_steps, cpu_rates, device) -> list[Row]:
+def _rows(prior, res, name, variants, batch, steps, cpu_batch, cpu_steps, cpu_rates, device, compile_kwargs) -> list[Row]:
     cpu = torch.device("cpu")
     try:
         if (res, name) not in cpu_rates:
@@ -194,7 +196,8 @@ def _rows(prior, res, name, variants, batch, steps, cpu_batch, cpu_steps, cpu_ra
     for variant in variants:
         row = Row(res, name, variant, cpu_samples_per_s=cpu_rates[res, name])
         try:
-            prior.set_runtime("bf16" if variant == "bf16" else None, compile=variant == "compile")
+            compiled = (compile_kwargs or True) if variant == "compile" else False
+            prior.set_runtime("bf16" if variant == "bf16" else None, compile=compiled)
             t0 = time.perf_counter()
             timed(run, prior, batch, 2, device)  # warm-up: kernels, allocator, graph capture
             row.compile_s = time.perf_counter() - t0 if variant == "compile" else None
@@ -230,6 +233,7 @@ def main(argv=None) -> list[Row]:
     p.add_argument("--res", type=int, nargs="+", default=None, help="default: 64 128 (tiny: 8 16)")
     p.add_argument("--variants", nargs="+", default=["fp32", "bf16", "compile"], choices=["fp32", "bf16", "compile"])
     p.add_argument("--compile", nargs="+", default=["heun", "dps"], help="samplers also run with torch.compile")
+    p.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor; tiny: eager)")
     p.add_argument("--batch", type=int, default=None, help="GPU batch (default 16; tiny 2)")
     p.add_argument("--steps", type=int, default=None, help="default 32 (tiny 3)")
     p.add_argument("--cpu-batch", type=int, default=2)
@@ -242,8 +246,10 @@ def main(argv=None) -> list[Row]:
     res = a.res or ([8, 16] if tiny else [64, 128])
     batch, steps = a.batch or (2 if tiny else 16), a.steps or (3 if tiny else 32)
     cpu_steps = a.cpu_steps or (2 if tiny else 4)
-    variants = [v for v in a.variants if not (v == "compile" and tiny)]  # compiling needs minutes on a CPU
-    rows = check(a.samplers, res, variants, a.compile, batch, steps, a.cpu_batch, cpu_steps, tiny, a.budget, device)
+    # tiny: graph capture only (backend "eager"); generating kernels would take minutes on a CPU
+    compile_kwargs = {"backend": a.compile_backend or ("eager" if tiny else "inductor")}
+    rows = check(a.samplers, res, a.variants, a.compile, batch, steps, a.cpu_batch, cpu_steps, tiny, a.budget, device,
+                 compile_kwargs)
     print_table(rows, device, batch, steps, a.cpu_batch, cpu_steps)
     if a.json:
         with open(a.json, "w") as f:

@@ -17,11 +17,13 @@ def load():
 
 def test_tiny_gpu_check_runs_every_sampler_and_kernel(tmp_path, capsys):
     gpu_check = load()
-    rows = gpu_check.main(["--tiny", "--res", "8", "--steps", "2", "--variants", "fp32", "bf16", "--json", str(tmp_path / "rows.json")])
+    rows = gpu_check.main(["--tiny", "--res", "8", "--steps", "2", "--compile", "heun", "--json", str(tmp_path / "rows.json")])
     assert [r.error for r in rows if r.error] == []
     fp32 = {r.name for r in rows if r.variant == "fp32"}
     assert fp32 == set(gpu_check.ALL)
     assert {r.name for r in rows if r.variant == "bf16"} == set(gpu_check.UNCONDITIONAL + gpu_check.POSTERIOR)
+    assert {r.name for r in rows if r.variant == "compile"} == {"heun"}  # graph capture (eager backend)
+    assert all(r.compile_s > 0 for r in rows if r.variant == "compile")
     assert all(r.samples_per_s > 0 and r.cpu_samples_per_s > 0 for r in rows)
     out = capsys.readouterr().out
     assert "| 8 | mcgdiff | bf16 |" in out and (tmp_path / "rows.json").exists()
