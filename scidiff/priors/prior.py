@@ -235,6 +235,20 @@ class DiffusionPrior(pl.LightningModule):
             for e, p in zip(self.ema.parameters(), self.precond.parameters()):
                 e.lerp_(p, 1 - decay)
 
+    def configure_model(self) -> None:
+        """Shard the network and its EMA copy with FSDP2 when Lightning's ``ModelParallelStrategy`` runs us.
+
+        Both copies are sharded over the same data-parallel mesh, so the EMA update above acts on local shards
+        that line up. Every other strategy leaves ``device_mesh`` unset and the model untouched.
+        """
+        if self.device_mesh is None:
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        for module in (self.precond, self.ema):
+            if module is not None:
+                fully_shard(module, mesh=self.device_mesh["data_parallel"])
+
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.precond.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         warm = max(1, self.hparams.lr_warmup_steps)

@@ -15,20 +15,6 @@ from scidiff.priors import DiffusionPrior
 from test_ddp import Record, make_data, make_prior
 
 
-class ShardedPrior(DiffusionPrior):
-    """``DiffusionPrior`` with the ``configure_model`` hook that ModelParallelStrategy asks for: FSDP2 shards the
-    network and its EMA copy over the data-parallel mesh (parameters become DTensors; the EMA update acts on the
-    local shards, which line up because both copies are sharded alike)."""
-
-    def configure_model(self):
-        from torch.distributed.fsdp import fully_shard
-
-        mesh = self.device_mesh["data_parallel"]
-        for module in (self.precond, self.ema):
-            if module is not None:
-                fully_shard(module, mesh=mesh)
-
-
 if __name__ == "__main__":
     root, archive, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
     ckpt = sys.argv[4] if len(sys.argv) > 4 else None
@@ -39,4 +25,4 @@ if __name__ == "__main__":
                          num_sanity_val_steps=0,
                          callbacks=[Record(f"{root}/run2"), ModelCheckpoint(f"{root}/ckpt", save_top_k=-1, every_n_epochs=1,
                                                                             filename="{epoch}")])
-    trainer.fit(make_prior(ShardedPrior), make_data(archive, batch_size=8), ckpt_path=ckpt)
+    trainer.fit(make_prior(DiffusionPrior), make_data(archive, batch_size=8), ckpt_path=ckpt)
