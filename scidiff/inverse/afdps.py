@@ -179,7 +179,6 @@ def afdps(
         x = _move(x, d, g, sigma, h, tilted if implicit else None)
         if s[i + 1] > 0:
             x = x + math.sqrt(2 * sigma * h) * randn(x.shape, generator, device=x.device, dtype=x.dtype)
-        check_finite(x, f"particles at step {i} (sigma={sigma:.3g}); try likelihood_step='implicit' or more steps")
         log_w, (x, denoised) = book.step(log_w, [x, denoised], i, generator)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma, "denoised": denoised, "log_weights": log_w})
@@ -187,7 +186,7 @@ def afdps(
     info = {"method": "afdps", "nfe": len(s) - 1, "num_particles": n, "ess_threshold": float(ess_threshold),
             "likelihood_step": mode,
             "num_implicit_steps": num_implicit, "wall_time": time.perf_counter() - start}
-    info.update(book.finish())
+    info.update(book.finish(x))
     return Posterior(x, log_w, book.ess_history, info)
 
 

@@ -23,7 +23,6 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..diffusion._utils import check_finite
 from ..diffusion.random import Generator, randn
 from ..kernels.particles import chunked
 from ..likelihoods.base import Likelihood
@@ -125,7 +124,6 @@ def tds(
             mean_prior = x0 + ratio * (x - x0)
             mean_twisted = x0_twisted + ratio * (x - x0_twisted)
             x = mean_twisted + var**0.5 * randn(x.shape, generator, device=x.device, dtype=x.dtype)
-            check_finite(x, f"particles at step {i} (sigma={sigma:.3g})")
             x0, log_p_next, grad = twisted(x, sigma_next)
             log_w = log_w + (
                 _transition_log_prob(x, mean_prior, var) - _transition_log_prob(x, mean_twisted, var) + log_p_next - log_p
@@ -134,9 +132,9 @@ def tds(
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma, "denoised": x0, "log_weights": log_w})
 
-    book.record(log_w, len(s) - 1)  # the final weights (the history is taken before resampling)
+    log_w = book.record(log_w, len(s) - 1, x)  # the final weights (the history is taken before resampling)
     info = {"method": "tds", "nfe": len(s) - 1, "vjp": len(s) - 1, "num_particles": n,
             "ess_threshold": float(ess_threshold), "wall_time": time.perf_counter() - start}
-    info.update(book.finish())
+    info.update(book.finish(x))
     return Posterior(x, log_w, book.ess_history, info)
 
