@@ -45,7 +45,7 @@ def gaussian_denoiser(x, sigma):
 
 CASES = {
     "afdps": (lambda n: karras_sigmas(n, sigma_max=3.0), {}),
-    "afdps-implicit": (lambda n: karras_sigmas(n, sigma_max=3.0), {"likelihood_step": "implicit"}),
+    "afdps-explicit": (lambda n: karras_sigmas(n, sigma_max=3.0), {"likelihood_step": "explicit"}),
     "afdps-hutchinson": (lambda n: karras_sigmas(n, sigma_max=3.0), {"nonlinear": True}),
     "tds": (ddpm_sigmas, {}),
     "mcgdiff": (ddpm_sigmas, {}),
