@@ -86,7 +86,9 @@ class ParticleBook:
         step global over the particles of every rank (sharded SMC).
         """
         group = getattr(generator, "group", None) if isinstance(generator, ParticleGenerators) else None
-        alive = _finite_rows(states, log_w.shape[0])
+        # the particles themselves (the first state): anything derived from a diverged particle is caught through
+        # it or through its log-weight one step later
+        alive = _finite_rows(states[:1], log_w.shape[0])
         if alive is None:
             alive = torch.ones(log_w.shape, dtype=torch.bool, device=log_w.device)
         if group is not None:
