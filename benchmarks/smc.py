@@ -38,6 +38,7 @@ def schedules(steps: int) -> dict:
     """AFDPS on a sigma_max = 3 EDM grid (rho = 2), TDS on the DDPM grid, guidance methods on the EDM grid."""
     return {
         "afdps": karras_sigmas(steps, sigma_max=3.0, rho=2.0),
+        "afdps-paper": karras_sigmas(steps, sigma_max=3.0, rho=2.0),
         "afdps-exact": karras_sigmas(steps, sigma_max=3.0, rho=2.0),
         "tds": ddpm_sigmas(steps),
         "mcgdiff": ddpm_sigmas(steps),
@@ -46,8 +47,9 @@ def schedules(steps: int) -> dict:
     }
 
 
-# variants measured beside the defaults: AFDPS with the exact likelihood step, resampling before every move
-VARIANTS = {"afdps-exact": ("afdps", {"likelihood_step": "exact", "ess_threshold": 1.0})}
+# variants measured beside the defaults: AFDPS with the paper's drift split, and with the exact likelihood step
+VARIANTS = {"afdps-paper": ("afdps", {"drift_split": 1.0}),
+            "afdps-exact": ("afdps", {"likelihood_step": "exact", "ess_threshold": 1.0})}
 
 
 def run(method: str, denoiser, lik, shape, sigmas, seed: int):
@@ -62,7 +64,7 @@ def run(method: str, denoiser, lik, shape, sigmas, seed: int):
 
 
 def oracle_table(ks, problems: int, steps: int) -> None:
-    methods = [m for m in ("afdps", "afdps-exact", "tds", "mcgdiff", "dps", "red_diff")
+    methods = [m for m in ("afdps", "afdps-paper", "afdps-exact", "tds", "mcgdiff", "dps", "red_diff")
                if hasattr(inverse, VARIANTS.get(m, (m,))[0])]
     sig = schedules(steps)
     print(f"\n### Oracle: 2D two-mode prior, y = x1 + x2/2 + 0.5 n, {steps} steps, mean over {problems} problems\n")

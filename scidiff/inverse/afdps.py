@@ -12,6 +12,17 @@ On the EDM grid (``s = 1``, ``sigma(t) = t``, ``V^2 = 2 sigma``), with ``h = sig
 
     x     <- x - h d - 2 sigma h g + sqrt(2 sigma h) xi
     log w <- log w + h [sigma (|g|^2 - L) + d . g]
+
+Drift split. The same PDE can be written with the particles carrying only a fraction ``lambda`` of the likelihood
+drift: since ``Q = p_t e^{-mu_y}``, ``grad Q = Q (grad log p_t - g)``, and moving ``(1 - lambda) V^2 div(Q g)``
+from the drift into the reaction term gives drift ``c_H - lambda V^2 g`` and (EDM, ``V^2 = 2 sigma``)
+
+    r_lambda = lambda d . g + (2 lambda - 1) sigma (|g|^2 - L)
+
+(``lambda = 1`` is the paper's split). With ``lambda = 1`` the particles relax towards ``p_t e^{-2 mu_y}`` and the
+weights undo the extra tilt, through the ``sigma |g|^2`` term of size ``1 / sigma_y^2``; their logarithm is
+heavy-tailed. ``lambda = 1/2`` makes the particles relax towards ``p_t e^{-mu_y}`` itself: the reaction reduces to
+``d . g / 2`` (no ``|g|^2``, no Laplacian, so no Hutchinson probes) and the explicit step is stable for twice the step.
 """
 
 from __future__ import annotations
@@ -130,6 +141,7 @@ def afdps(
     resampling: str = "systematic",
     likelihood_step: str = "auto",
     laplacian_probes: int = 1,
+    drift_split: float = 0.5,
     max_batch_size: int | None = None,
     dense_max_dim: int = 2048,
     ess_warning: float = 0.02,
@@ -151,9 +163,13 @@ def afdps(
             ``u = x - h d``, is tilted by ``e^{-mu_y}`` and sampled exactly, with the log-weight
             ``mu_y(x) - M(u)`` (``M`` the Moreau envelope, :meth:`TiltedGaussian.envelope`), whose expansion in
             ``h`` is the paper's ``h r``; the kernel is fully adapted, so particles are weighted and resampled
-            before they move. Stable for any ``sigma_y``; see docs/smc.md for how it measures.
+            before they move. Stable for any ``sigma_y``; it carries the whole tilt (``drift_split`` does not apply).
         laplacian_probes: Hutchinson probes for ``Laplacian mu_y``; unused for linear-Gaussian likelihoods, whose
-            Laplacian ``tr(A^T A) / sigma_y^2`` is the same for every particle and cancels in the weights.
+            Laplacian ``tr(A^T A) / sigma_y^2`` is the same for every particle and cancels in the weights, and
+            unused at ``drift_split = 0.5``, where the Laplacian drops out of the weights.
+        drift_split: the fraction ``lambda`` of the likelihood drift the particles carry (module docs); the rest
+            is in the weights. ``1`` is the paper's scheme; the default ``0.5`` targets ``p_t e^{-mu_y}`` with the
+            particles themselves and keeps the weights light-tailed (measured in docs/smc.md).
         max_batch_size: evaluate the denoiser on at most this many particles at once.
         ess_warning: warn when the ESS falls below ``max(1.5, ess_warning * K)``.
 
@@ -165,6 +181,8 @@ def afdps(
         raise ValueError(f"likelihood_step must be 'auto', 'explicit', 'implicit' or 'exact'; got {likelihood_step!r}")
     if laplacian_probes < 1:
         raise ValueError(f"laplacian_probes must be >= 1, got {laplacian_probes}")
+    if not 0 <= drift_split <= 1:
+        raise ValueError(f"drift_split must lie in [0, 1], got {drift_split}")
     linear = isinstance(likelihood, LinearGaussianLikelihood)
     if likelihood_step in ("implicit", "exact") and not linear:
         raise ValueError(f"likelihood_step={likelihood_step!r} needs a LinearGaussianLikelihood (its proximal map)")
@@ -193,12 +211,14 @@ def afdps(
             log_w, x, denoised = _exact_step(x, d, denoised, log_w, likelihood, tilted, book, i, s, generator)
         else:
             g = likelihood.grad(x)
-            lap = 0.0 if linear else likelihood.laplacian(x, generator=generator, num_probes=laplacian_probes).double()
+            needs_lap = not linear and drift_split != 0.5  # the Laplacian's weight is (2 lambda - 1)
+            lap = likelihood.laplacian(x, generator=generator, num_probes=laplacian_probes).double() if needs_lap else 0.0
             g64, d64 = g.double().flatten(1), d.double().flatten(1)
-            log_w = log_w + h * (sigma * (g64.pow(2).sum(1) - lap) + (d64 * g64).sum(1))
-            implicit = mode == "implicit" or (mode == "auto" and 2 * sigma * h * lipschitz > 1)
+            lam = drift_split
+            log_w = log_w + h * ((2 * lam - 1) * sigma * (g64.pow(2).sum(1) - lap) + lam * (d64 * g64).sum(1))
+            implicit = mode == "implicit" or (mode == "auto" and 2 * lam * sigma * h * lipschitz > 1)
             num_implicit += implicit
-            x = _move(x, d, g, sigma, h, tilted if implicit else None)
+            x = _move(x, d, g, lam * sigma, h, tilted if implicit else None)
             if s[i + 1] > 0:
                 x = x + math.sqrt(2 * sigma * h) * randn(x.shape, generator, device=x.device, dtype=x.dtype)
             log_w, (x, denoised) = book.step(log_w, [x, denoised], i, generator)
@@ -206,6 +226,7 @@ def afdps(
             callback({"x": x, "i": i, "sigma": sigma, "denoised": denoised, "log_weights": log_w})
 
     info = {"method": "afdps", "nfe": len(s) - 1, "num_particles": n, "ess_threshold": float(ess_threshold),
+            "drift_split": float(drift_split),
             "likelihood_step": mode,
             "num_implicit_steps": num_implicit, "wall_time": time.perf_counter() - start}
     info.update(book.finish(x))

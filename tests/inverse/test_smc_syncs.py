@@ -46,7 +46,7 @@ def gaussian_denoiser(x, sigma):
 CASES = {
     "afdps": (lambda n: karras_sigmas(n, sigma_max=3.0), {}),
     "afdps-explicit": (lambda n: karras_sigmas(n, sigma_max=3.0), {"likelihood_step": "explicit"}),
-    "afdps-hutchinson": (lambda n: karras_sigmas(n, sigma_max=3.0), {"nonlinear": True}),
+    "afdps-hutchinson": (lambda n: karras_sigmas(n, sigma_max=3.0), {"nonlinear": True, "drift_split": 1.0}),
     "tds": (ddpm_sigmas, {}),
     "mcgdiff": (ddpm_sigmas, {}),
 }
