@@ -38,6 +38,8 @@ def schedules(steps: int) -> dict:
     """AFDPS on a sigma_max = 3 EDM grid (rho = 2), TDS on the DDPM grid, guidance methods on the EDM grid."""
     return {
         "afdps": karras_sigmas(steps, sigma_max=3.0, rho=2.0),
+        "afdps-paper": karras_sigmas(steps, sigma_max=3.0, rho=2.0),
+        "afdps-exact": karras_sigmas(steps, sigma_max=3.0, rho=2.0),
         "tds": ddpm_sigmas(steps),
         "mcgdiff": ddpm_sigmas(steps),
         "dps": karras_sigmas(steps, sigma_max=3.0),
@@ -45,27 +47,35 @@ def schedules(steps: int) -> dict:
     }
 
 
+# variants measured beside the defaults: AFDPS with the paper's drift split, and with the exact likelihood step
+VARIANTS = {"afdps-paper": ("afdps", {"drift_split": 1.0}),
+            "afdps-exact": ("afdps", {"likelihood_step": "exact", "ess_threshold": 1.0})}
+
+
 def run(method: str, denoiser, lik, shape, sigmas, seed: int):
-    fn = getattr(inverse, method)
+    name, kwargs = VARIANTS.get(method, (method, {}))
+    fn = getattr(inverse, name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
-        post = fn(denoiser, lik, shape, sigmas, generator=torch.Generator().manual_seed(seed), progress=False)
+        post = fn(denoiser, lik, shape, sigmas, generator=torch.Generator().manual_seed(seed), progress=False,
+                  **kwargs)
         return post, time.perf_counter() - t0
 
 
 def oracle_table(ks, problems: int, steps: int) -> None:
-    methods = [m for m in ("afdps", "tds", "mcgdiff", "dps", "red_diff") if hasattr(inverse, m)]
+    methods = [m for m in ("afdps", "afdps-paper", "afdps-exact", "tds", "mcgdiff", "dps", "red_diff")
+               if hasattr(inverse, VARIANTS.get(m, (m,))[0])]
     sig = schedules(steps)
     print(f"\n### Oracle: 2D two-mode prior, y = x1 + x2/2 + 0.5 n, {steps} steps, mean over {problems} problems\n")
-    print("| method | K | error | error / error(K_min) | wall s | wall / wall(K_min) |")
-    print("|---|---|---|---|---|---|")
+    print("| method | K | error | error / error(K_min) | wall s | wall / wall(K_min) | 90 % coverage |")
+    print("|---|---|---|---|---|---|---|")
     for method in methods:
         base = None
         for k in ks:
-            errs, walls = [], []
+            errs, walls, hits = [], [], []
             for p in range(problems):
-                prior, lik, exact, _ = linear_problem(p)
+                prior, lik, exact, truth = linear_problem(p)
                 lik32 = LinearGaussianLikelihood(lik.A, lik.A_adjoint, lik.y.float(), lik.sigma_y, svd=lik.svd)
                 try:
                     post, wall = run(method, prior, lik32, (k, 2), sig[method], 100 + p)
@@ -74,10 +84,12 @@ def oracle_table(ks, problems: int, steps: int) -> None:
                     break
                 errs.append(float(posterior_errors(post, exact).sum()))
                 walls.append(wall)
+                hits.append(post.coverage(truth.float(), 0.9))
             else:
                 err, wall = statistics.mean(errs), statistics.mean(walls)
                 base = base or (err, wall)
-                print(f"| {method} | {k} | {err:.4f} | {err / base[0]:.3f} | {wall:.3f} | {wall / base[1]:.2f} |")
+                cover = statistics.mean(hits)
+                print(f"| {method} | {k} | {err:.4f} | {err / base[0]:.3f} | {wall:.3f} | {wall / base[1]:.2f} | {cover:.2f} |")
                 continue
             break
 

@@ -32,9 +32,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..diffusion._utils import check_finite
 from ..diffusion.random import Generator, randn
-from ..kernels.particles import chunked, ess
+from ..kernels.particles import chunked
 from ._smc import ParticleBook, check_smc_args
 from .posterior import Posterior
 
@@ -153,12 +152,11 @@ def mcgdiff(
             x = move(mean, var, var_next, mask)
         else:
             x = mean + var**0.5 * randn(mean.shape, generator, device=mean.device, dtype=mean.dtype)
-        check_finite(x, f"particles at step {i} (sigma={sigma:.3g})")
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma, "denoised": x0, "log_weights": log_w})
 
-    book.record(log_w, len(s) - 1)  # the final weights
+    log_w = book.record(log_w, len(s) - 1, x)  # the final weights
     info = {"method": "mcgdiff", "nfe": len(s) - 1, "vjp": 0, "num_particles": n, "kappa": float(kappa),
             "ess_threshold": float(ess_threshold), "wall_time": time.perf_counter() - start}
-    info.update(book.finish())
+    info.update(book.finish(x))
     return Posterior(x, log_w, book.ess_history, info)

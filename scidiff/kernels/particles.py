@@ -41,7 +41,12 @@ def normalize_log_weights(log_weights: Tensor) -> Tensor:
     Finite for any finite input (``-1e30`` and ``+700`` alike). Entries of ``-inf`` get weight zero; a
     system whose weights are all ``-inf`` carries no information and is given uniform weights.
     """
-    lw = _check_log_weights(log_weights).double()
+    return _normalize(_check_log_weights(log_weights))
+
+
+def _normalize(log_weights: Tensor) -> Tensor:
+    """:func:`normalize_log_weights` without the input checks (they cost a host sync): for sampling loops."""
+    lw = log_weights.double()
     dead = torch.isneginf(lw).all(-1, keepdim=True)
     lw = torch.where(dead, torch.zeros_like(lw), lw)
     # shift by the max first: at |log w| ~ 1e30 the logsumexp itself would lose the log(N) term
@@ -56,7 +61,12 @@ def normalized_weights(log_weights: Tensor) -> Tensor:
 
 def ess(log_weights: Tensor) -> Tensor:
     """Effective sample size ``1 / sum_i w_i^2`` per system, shape ``(...)``, in ``[1, N]``."""
-    return torch.exp(-torch.logsumexp(2 * normalize_log_weights(log_weights), -1))
+    return _ess(normalize_log_weights(log_weights))
+
+
+def _ess(normalized: Tensor) -> Tensor:
+    """ESS of log-weights that are already normalised."""
+    return torch.exp(-torch.logsumexp(2 * normalized, -1))
 
 
 def _uniforms(batch_shape, n: int, per_particle: bool, generator: Generator, device) -> Tensor:
@@ -88,11 +98,14 @@ def resample(
     """
     if scheme not in RESAMPLING_SCHEMES:
         raise ValueError(f"unknown resampling scheme {scheme!r}; choose from {RESAMPLING_SCHEMES}")
-    w = normalized_weights(log_weights)
-    n = w.shape[-1]
-    m = n if num_samples is None else int(num_samples)
+    m = log_weights.shape[-1] if num_samples is None else int(num_samples)
     if m < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    return _draw_ancestors(normalize_log_weights(log_weights).exp(), scheme, m, generator)
+
+
+def _draw_ancestors(w: Tensor, scheme: str, m: int, generator: Generator) -> Tensor:
+    """:func:`resample` from normalised weights ``w``, without input checks (no host sync)."""
     batch, device = w.shape[:-1], w.device
     grid = torch.arange(m, device=device, dtype=torch.float64)
     if scheme == "multinomial":
@@ -122,24 +135,53 @@ def resample_if(
     scheme: str = "systematic",
     *,
     generator: Generator = None,
+    force: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Resample the systems whose ``ESS / N < threshold``.
+    """Resample the systems whose ``ESS / N < threshold`` (or where ``force``, a bool mask ``(...)``, is set).
 
     Returns ``(ancestors, new_log_weights, resampled)``: ancestors ``(..., N)`` (the identity for systems
     left alone), log-weights reset to zero where resampled and normalised elsewhere, and a bool mask
     ``(...)``. ``threshold = 0`` never resamples; ``threshold > 1`` always does.
+
+    The decision stays on the device: ancestors are drawn for every system and kept only where resampled,
+    so a sampling loop never waits for the host (the generator advances by one draw per call, whatever the
+    decision). Input checks are the caller's (see :func:`guard_log_weights`).
     """
     if not threshold >= 0:
         raise ValueError(f"threshold must be >= 0, got {threshold}")
-    lw = normalize_log_weights(log_weights)
+    if scheme not in RESAMPLING_SCHEMES:
+        raise ValueError(f"unknown resampling scheme {scheme!r}; choose from {RESAMPLING_SCHEMES}")
+    lw = _normalize(log_weights)
     n = lw.shape[-1]
-    resampled = ess(lw) < threshold * n
+    resampled = _ess(lw) < threshold * n
+    if force is not None:
+        resampled = resampled | force
     identity = torch.arange(n, device=lw.device).expand(lw.shape)
-    if not bool(resampled.any()):
-        return identity, lw, resampled
-    ancestors = torch.where(resampled[..., None], resample(lw, scheme, generator=generator), identity)
+    drawn = _draw_ancestors(lw.exp(), scheme, n, generator)
+    ancestors = torch.where(resampled[..., None], drawn, identity)
     new_lw = torch.where(resampled[..., None], torch.zeros_like(lw), lw)
     return ancestors, new_lw, resampled
+
+
+# a log-weight this far below the best one has weight exactly zero in float64 (exp underflows below -745)
+DEAD_LOG_WEIGHT_GAP = 1e4
+
+
+def guard_log_weights(log_weights: Tensor, alive: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Finite log-weights for a sampling loop: ``(guarded, dead)``, with no host sync.
+
+    A particle whose log-weight is NaN or +-inf (an overflowed energy, ``inf - inf``), or whose state is not
+    finite (``alive`` False), has diverged: it gets the finite log-weight ``max - DEAD_LOG_WEIGHT_GAP`` of its
+    system, i.e. weight zero, instead of poisoning the normalisation. ``dead`` is the bool mask ``(..., N)``
+    of such particles. A system in which every particle died keeps uniform zero log-weights.
+    """
+    lw = log_weights.double()
+    dead = ~torch.isfinite(lw)
+    if alive is not None:
+        dead = dead | ~alive
+    best = torch.where(dead, torch.full_like(lw, -torch.inf), lw).max(-1, keepdim=True).values
+    best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))  # every particle dead
+    return torch.where(dead, best - DEAD_LOG_WEIGHT_GAP, lw), dead
 
 
 def gather_particles(x: Tensor, ancestors: Tensor) -> Tensor:
@@ -209,7 +251,8 @@ def all_gather_cat(x: Tensor, group) -> Tensor:
 
 
 def sharded_resample_if(
-    log_weights: Tensor, threshold: float = 0.5, scheme: str = "systematic", *, generator: Generator = None, group=None
+    log_weights: Tensor, threshold: float = 0.5, scheme: str = "systematic", *, generator: Generator = None, group=None,
+    force: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`resample_if` over a particle system sharded across the ranks of ``group``.
 
@@ -223,10 +266,10 @@ def sharded_resample_if(
     if log_weights.ndim != 1:
         raise ValueError(f"sharded resampling takes one particle system of shape (n,); got {tuple(log_weights.shape)}")
     lw_all = all_gather_cat(log_weights.double(), group)
-    ancestors, new_lw, did = resample_if(lw_all, threshold, scheme, generator=generator)
+    ancestors, new_lw, did = resample_if(lw_all, threshold, scheme, generator=generator, force=force)
     n, rank = log_weights.shape[0], dist.get_rank(group)
     mine = slice(rank * n, (rank + 1) * n)
-    return ancestors[mine], new_lw[mine], did, ess(lw_all)
+    return ancestors[mine], new_lw[mine], did, _ess(_normalize(lw_all))
 
 
 def gather_sharded(x: Tensor, ancestors: Tensor, group) -> Tensor:

@@ -123,3 +123,17 @@ def test_bad_input():
         ess([0.0, 1.0])
     with pytest.raises(ValueError, match="threshold"):
         resample_if(torch.zeros(3), -1.0)
+
+
+def test_resample_if_decides_on_the_device_and_draws_every_time():
+    lw = torch.stack([torch.zeros(8), torch.tensor([0.0] + [-50.0] * 7)])
+    # the generator advances by the same draw whether or not any system resamples (no host decision)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    resample_if(torch.zeros(2, 8), 0.5, generator=g1)
+    resample_if(lw, 0.5, generator=g2)
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
+    # force: a system with a diverged particle resamples whatever its ESS
+    anc, new_lw, did = resample_if(lw, 0.0, generator=torch.Generator().manual_seed(0),
+                                   force=torch.tensor([True, False]))
+    assert did.tolist() == [True, False] and anc[1].tolist() == list(range(8))
+    assert torch.equal(new_lw[0], torch.zeros(8, dtype=torch.float64))
