@@ -7,6 +7,7 @@ observations of a trajectory with a trajectory prior (SDA-style Gaussian observa
 from .assimilation import assimilate, trajectory_observations
 from .datasets import NAMES, make_trajectory_dataset, trajectories
 from .events import EventConditionedDenoiser, event_log_probability, linear_event, sample_event, threshold_event
+from .splitting import event_probability_splitting
 from .systems import (
     SYSTEMS,
     System,
@@ -26,6 +27,7 @@ __all__ = [
     "System",
     "assimilate",
     "event_log_probability",
+    "event_probability_splitting",
     "fitzhugh_nagumo_rhs",
     "get_system",
     "integrate",
