@@ -18,7 +18,6 @@ from scidiff.dynamics.events import (
     sample_event,
     threshold_event,
 )
-from scidiff.oracles import Gaussian
 
 from gaussian_event import D, _problem, _truncated_moments
 

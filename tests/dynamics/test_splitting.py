@@ -10,7 +10,6 @@ import math
 
 import pytest
 import torch
-from scipy import stats
 
 from scidiff.diffusion import karras_sigmas, sample
 from scidiff.dynamics import event_probability_splitting, linear_event
