@@ -26,3 +26,16 @@ def test_fit_yaml_and_evaluate_step_run(problem, shape, tmp_path, monkeypatch, c
     runpy.run_path(str(ROOT / f"problems/{problem}/evaluate.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "| quantity | prior | simulator |" in out and "KS distance of max_t" in out and "residual" in out
+
+
+def test_evaluation_refuses_a_prior_of_another_system():
+    import torch
+
+    from scidiff.dynamics.evaluation import compare_to_simulator
+
+    class ThreeVariables:
+        def sample(self, n, steps, **kwargs):
+            return torch.zeros(n, 3, 8)
+
+    with pytest.raises(ValueError, match="3 variables, fitzhugh_nagumo has 4"):
+        compare_to_simulator(ThreeVariables(), "fitzhugh_nagumo", n=2, n_truth=2)
