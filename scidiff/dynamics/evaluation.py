@@ -53,6 +53,26 @@ def compare_to_simulator(prior, system: str | System, *, n: int = 256, steps: in
     return rows
 
 
+def heldout_loss(prior, system: str | System, *, n: int = 3200, seed: int = 10**6, **system_kwargs) -> float:
+    """EDM loss (as in training) of the prior's sampling weights on ``n`` fresh simulator windows, fixed noise.
+
+    Fresh windows (seeds ``seed..seed + n - 1``, far from the training seeds) are an independent test set; the
+    weights are those :meth:`~scidiff.priors.DiffusionPrior.sample` uses (the EMA), which the trainer's validation
+    loss, computed on the raw weights, does not measure.
+    """
+    from ..diffusion import edm_loss
+
+    system = get_system(system, **system_kwargs) if isinstance(system, str) else system
+    x = simulate(system, n, prior.shape[-1], generator=seeded_generators(range(seed, seed + n))).transpose(1, 2)
+    x = prior.normalize(x.float())
+    hp = prior.hparams
+    with torch.no_grad():
+        losses = [edm_loss(prior.denoiser, chunk, sigma_data=hp.sigma_data, p_mean=hp.p_mean, p_std=hp.p_std,
+                           generator=seeded_generators(range(i, i + len(chunk))))
+                  for i, chunk in zip(range(0, n, 256), x.split(256))]
+    return float(torch.cat(losses).mean())
+
+
 def print_rows(rows, header: str) -> None:
     """The rows of :func:`compare_to_simulator` as a Markdown table."""
     print(header)
@@ -65,7 +85,7 @@ def print_rows(rows, header: str) -> None:
 
 def main(argv=None, *, system: str, pretrained: str | None = None, variables: int | None = None) -> None:
     """Command line of the problems' ``evaluate.py``: ``--prior`` (a .safetensors/.ckpt; default the shipped prior),
-    ``--n``, ``--steps``, ``--n-truth``, ``--burn-in``."""
+    ``--n``, ``--steps``, ``--n-truth``, ``--burn-in``, ``--loss-windows``."""
     import argparse
 
     from ..priors import DiffusionPrior
@@ -76,6 +96,7 @@ def main(argv=None, *, system: str, pretrained: str | None = None, variables: in
     p.add_argument("--steps", type=int, default=32, help="Heun steps")
     p.add_argument("--n-truth", type=int, default=20000, help="simulator windows")
     p.add_argument("--burn-in", type=int, default=None, help="RK4 steps before the first saved state (default: the system's)")
+    p.add_argument("--loss-windows", type=int, default=0, help="also print the EDM loss on this many fresh windows")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     prior = DiffusionPrior.pretrained(pretrained) if a.prior is None else DiffusionPrior.load(a.prior)
@@ -83,3 +104,6 @@ def main(argv=None, *, system: str, pretrained: str | None = None, variables: in
     rows = compare_to_simulator(prior, system, n=a.n, steps=a.steps, n_truth=a.n_truth, variables=variables,
                                 burn_in=a.burn_in)
     print_rows(rows, f"{a.n} prior samples (Heun, {a.steps} steps) against {a.n_truth} simulator windows")
+    if a.loss_windows:
+        print(f"\nEDM loss of the sampling (EMA) weights on {a.loss_windows} fresh simulator windows: "
+              f"{heldout_loss(prior, system, n=a.loss_windows):.4f}")

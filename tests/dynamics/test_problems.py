@@ -22,10 +22,11 @@ def test_fit_yaml_and_evaluate_step_run(problem, shape, tmp_path, monkeypatch, c
     assert DiffusionPrior.load(ckpt[0]).shape == shape
     capsys.readouterr()
     monkeypatch.setattr(sys, "argv", ["evaluate.py", "--prior", str(ckpt[0]), "--n", "4", "--steps", "2",
-                                      "--n-truth", "8", "--burn-in", "20"])
+                                      "--n-truth", "8", "--burn-in", "20", "--loss-windows", "4"])
     runpy.run_path(str(ROOT / f"problems/{problem}/evaluate.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "| quantity | prior | simulator |" in out and "KS distance of max_t" in out and "residual" in out
+    assert "EDM loss of the sampling (EMA) weights on 4 fresh simulator windows" in out
 
 
 def test_evaluation_refuses_a_prior_of_another_system():
