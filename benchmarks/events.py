@@ -6,8 +6,12 @@ quantiles: a common and a rare event) the table compares
 
 * ``event``: the event-conditioned sampler (Finzi et al. 2023, ``scidiff.dynamics.sample_event``), and its
   probability-flow estimate of ``log P(E) = log p(x) - log p(x | E)``;
+* ``subset simulation``: ``scidiff.dynamics.event_probability_splitting`` -- P(E) as a product of level
+  probabilities with pCN moves in the latent space of the deterministic Heun sampler (no conditional ODE); its final
+  population inside the event is a second set of conditional samples (MCMC, correlated within chains);
 * ``rejection``: the peer -- unconditional samples of the same prior, kept when they fall in the event, drawn for
-  the same wall time as the event sampler (its P(E) estimate is the accepted fraction).
+  the same wall time as the event sampler (its P(E) estimate is the accepted fraction), and again for the wall
+  time of subset simulation (plain Monte Carlo from the prior at equal compute, the peer of its P(E)).
 
 Conditional statistics (errors against the simulator's conditional law): KS distance of the event statistic
 ``max_t x``, RMS error of the conditional mean trajectory of x, y, z and of the conditional std (both divided by
@@ -27,7 +31,13 @@ import torch
 from scipy import stats
 
 from scidiff.diffusion import karras_sigmas, sample, seeded_generators
-from scidiff.dynamics import event_log_probability, sample_event, simulate, threshold_event
+from scidiff.dynamics import (
+    event_log_probability,
+    event_probability_splitting,
+    sample_event,
+    simulate,
+    threshold_event,
+)
 from scidiff.priors import DiffusionPrior
 
 
@@ -60,14 +70,15 @@ def rejection(prior, event, budget_s: float, batch: int, sigmas, seed: int) -> t
 
 
 def run(prior, *, n_event: int, steps: int, n_mc: int, n_like: int, like_steps: int, probes: int, seed: int,
-        sigma_start: float = 1.0) -> list:
+        sigma_start: float = 1.0, n_split: int = 500, quantiles=(0.5, 0.99)) -> list:
     shape = prior.shape
     mc = monte_carlo(n_mc, shape[-1], seed)
     scale = mc.std((0, 2))
     sigmas = karras_sigmas(steps, prior.hparams.sigma_min, prior.hparams.sigma_max)
     like_sigmas = karras_sigmas(like_steps, prior.hparams.sigma_min, prior.hparams.sigma_max)
     rows = []
-    for label, q in (("common (50 %)", 0.5), ("rare (1 %)", 0.99)):
+    for q in quantiles:
+        label = f"{'common' if q <= 0.5 else 'rare'} ({100 * (1 - q):g} %)"
         threshold = float(torch.quantile(mc[:, 0].amax(1), q))
         event = threshold_event(0, threshold)
         inside = event(mc) > 0
@@ -88,6 +99,13 @@ def run(prior, *, n_event: int, steps: int, n_mc: int, n_like: int, like_steps: 
         # the peer gets the time of the sampler and of the paper's likelihood estimate together
         acc, drawn, wall_rej = rejection(prior, event, wall_event + wall_like, n_event, sigmas, seed + 10**6)
 
+        start = time.perf_counter()
+        split = event_probability_splitting(prior, event, (n_split, *shape), sigmas, transform=prior.denormalize,
+                                            generator=torch.Generator().manual_seed(seed + 7))
+        wall_split = time.perf_counter() - start
+        x_split = prior.denormalize(split["samples"])
+        mc_kept, mc_drawn, wall_mc = rejection(prior, event, wall_split, n_event, sigmas, seed + 2 * 10**6)
+
         in_event = float((event(x_event) > 0).float().mean())
         p_rej = len(acc) / drawn
         estimates = {"PF-ODE mean": math.exp(est["log_prob"]), "PF-ODE median": math.exp(est["median"]),
@@ -101,6 +119,14 @@ def run(prior, *, n_event: int, steps: int, n_mc: int, n_like: int, like_steps: 
         rows.append({"event": label, "threshold": threshold, "p_mc": p_mc, "method": "rejection from prior",
                      "estimates": {"accepted fraction": p_rej}, "n": len(acc), "share": 1.0, "errors": e_rej,
                      "wall": wall_rej})
+        levels = f"{len(split['levels'])} levels, {split['num_evaluations']} runs, c.o.v. {split['cov']:.2f}"
+        rows.append({"event": label, "threshold": threshold, "p_mc": p_mc, "method": "subset simulation",
+                     "estimates": {levels: split["prob"]}, "n": len(x_split),
+                     "share": 1.0, "errors": conditional_errors(x_split, truth, scale), "wall": wall_split})
+        rows.append({"event": label, "threshold": threshold, "p_mc": p_mc, "method": "rejection, wall of subset sim.",
+                     "estimates": {f"accepted fraction ({mc_drawn} runs)": len(mc_kept) / mc_drawn},
+                     "n": len(mc_kept), "share": 1.0, "errors": conditional_errors(mc_kept, truth, scale),
+                     "wall": wall_mc})
     return rows
 
 
@@ -114,15 +140,19 @@ def main(argv=None) -> None:
     p.add_argument("--like-steps", type=int, default=24, help="Heun steps of the probability-flow likelihood")
     p.add_argument("--probes", type=int, default=2, help="Hutchinson probes per evaluation")
     p.add_argument("--sigma-start", type=float, default=1.0, help="noise level of the second P(E) estimator")
+    p.add_argument("--n-split", type=int, default=500, help="samples per level of subset simulation")
+    p.add_argument("--quantiles", type=float, nargs="+", default=[0.5, 0.99],
+                   help="simulator quantiles of max_t x used as thresholds (0.99: a 1 %% event)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     prior = DiffusionPrior.pretrained("lorenz63") if a.prior is None else DiffusionPrior.load(a.prior)
     prior.eval()
     rows = run(prior, n_event=a.n_event, steps=a.steps, n_mc=a.n_mc, n_like=a.n_like, like_steps=a.like_steps,
-               probes=a.probes, seed=a.seed, sigma_start=a.sigma_start)
+               probes=a.probes, seed=a.seed, sigma_start=a.sigma_start, n_split=a.n_split, quantiles=a.quantiles)
     print(f"Lorenz-63 prior {tuple(prior.shape)}; truth from {a.n_mc} simulator trajectories; Heun {a.steps} steps; "
-          f"P(E) from {a.n_like} event samples, {a.like_steps} likelihood steps, {a.probes} Hutchinson probes")
+          f"P(E) from {a.n_like} event samples, {a.like_steps} likelihood steps, {a.probes} Hutchinson probes; "
+          f"subset simulation with {a.n_split} samples per level")
     print()
     print("| event | threshold | P(E) MC | method | samples in E | share in E | KS(max x) | mean err | std err | wall s |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -5,8 +5,10 @@ observations of a trajectory with a trajectory prior (SDA-style Gaussian observa
 """
 
 from .assimilation import assimilate, trajectory_observations
+from .composition import WindowComposedDenoiser
 from .datasets import NAMES, make_trajectory_dataset, trajectories
 from .events import EventConditionedDenoiser, event_log_probability, linear_event, sample_event, threshold_event
+from .splitting import event_probability_splitting
 from .systems import (
     SYSTEMS,
     System,
@@ -21,11 +23,13 @@ from .systems import (
 
 __all__ = [
     "EventConditionedDenoiser",
+    "WindowComposedDenoiser",
     "NAMES",
     "SYSTEMS",
     "System",
     "assimilate",
     "event_log_probability",
+    "event_probability_splitting",
     "fitzhugh_nagumo_rhs",
     "get_system",
     "integrate",
