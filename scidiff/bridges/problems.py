@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .domains import Domain, make_domain
+from .ipf import IPF_OPTIONS
 from .matching import sample_bridge, train_bridge
 
 DEFAULTS = {
@@ -37,6 +38,7 @@ DEFAULTS = {
     "ipf": {"n_stages": 5, "n_iter": 300, "n_paths": 1000, "batch_size": 512, "lr": 1e-3},
     "sinkhorn_reg": 0.05,
     "boundaries": ["reflect", "clamp", "none"],
+    "trainer": None,  # a mapping of Lightning Trainer options: train under a Trainer (checkpoints) instead
     "seed": 0,
 }
 
@@ -98,6 +100,11 @@ def run_problem(config: dict) -> dict:
     cfg = {**DEFAULTS, **config}
     if not isinstance(cfg["ipf"], dict):
         raise ValueError("the ipf config entry must be a mapping of IPF options")
+    unknown = set(cfg["ipf"]) - set(IPF_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown ipf options {sorted(unknown)}; choose from {IPF_OPTIONS}")
+    if cfg["trainer"] is not None and not isinstance(cfg["trainer"], dict):
+        raise ValueError("the trainer config entry must be a mapping of Trainer options (or null)")
     g = torch.Generator().manual_seed(int(cfg["seed"]))
     domain = make_domain(dict(cfg["domain"]))
     x0 = sample_law(cfg["source"], domain, cfg["n_train"], g)
@@ -109,9 +116,16 @@ def run_problem(config: dict) -> dict:
     floor = sinkhorn_divergence(held_out, sample_law(cfg["target"], domain, cfg["n_eval"], g_eval), cfg["sinkhorn_reg"])
     t = time.perf_counter()
     ipf = {"n_steps": cfg["n_steps"], **DEFAULTS["ipf"], **cfg["ipf"]}
-    net = train_bridge(x0, x1, cfg["sigma"], method=cfg["method"], domain=domain, ipf=ipf, n_iter=cfg["n_iter"],
-                       batch_size=cfg["batch_size"], lr=cfg["lr"], ot_method=cfg["ot_method"], hidden=cfg["hidden"],
-                       depth=cfg["depth"], generator=g, progress=False)
+    common = dict(n_iter=cfg["n_iter"], batch_size=cfg["batch_size"], lr=cfg["lr"], ot_method=cfg["ot_method"],
+                  hidden=cfg["hidden"], depth=cfg["depth"])
+    if cfg["trainer"] is None:
+        net = train_bridge(x0, x1, cfg["sigma"], method=cfg["method"], domain=domain, ipf=ipf, generator=g,
+                           progress=False, **common)
+    else:
+        from .lightning import fit_bridge_with_trainer
+
+        net = fit_bridge_with_trainer(x0, x1, cfg["sigma"], method=cfg["method"], domain=dict(cfg["domain"]),
+                                      trainer=cfg["trainer"], ipf=ipf, seed=int(cfg["seed"]), **common)
     train_time = time.perf_counter() - t
     results = []
     for boundary in cfg["boundaries"]:
