@@ -16,7 +16,7 @@ import time
 import torch
 from torch import Tensor
 
-from .domains import Domain, make_domain
+from .domains import Box, Domain, make_domain
 from .ipf import IPF_OPTIONS
 from .matching import sample_bridge, train_bridge
 
@@ -59,7 +59,8 @@ def _gaussian_inside(domain: Domain, n: int, means: Tensor, std: float, g: torch
 
 def sample_law(spec: dict, domain: Domain, n: int, generator: torch.Generator) -> Tensor:
     """Samples of a law described by ``spec``: ``uniform`` in the domain, ``gaussian`` (``mean``, ``std``)
-    restricted to it, or ``petals``: a Gaussian at each petal tip of a flower (mass at the boundary)."""
+    restricted to it, ``petals``: a Gaussian at each petal tip of a flower (mass at the boundary), or ``field``:
+    fields bounded in a box (:func:`squashed_field`)."""
     kind = spec.get("type")
     if kind == "uniform":
         return domain.sample_uniform(n, generator)
@@ -75,7 +76,30 @@ def sample_law(spec: dict, domain: Domain, n: int, generator: torch.Generator) -
         ang = torch.arange(petals, dtype=torch.float32) * (2 * torch.pi / petals)
         means = float(spec.get("radius", 1.0)) * torch.stack([ang.cos(), ang.sin()], 1)
         return _gaussian_inside(domain, n, means, float(spec["std"]), generator)
-    raise ValueError(f"unknown law type {kind!r}; choose uniform, gaussian or petals")
+    if kind == "field":
+        return squashed_field(spec, domain, n, generator)
+    raise ValueError(f"unknown law type {kind!r}; choose uniform, gaussian, petals or field")
+
+
+def squashed_field(spec: dict, domain: Domain, n: int, generator: torch.Generator) -> Tensor:
+    """Fields bounded in a box: ``lo + (hi - lo) sigmoid(mean + scale u)`` with ``u`` a unit-variance Gaussian
+    random field (:func:`scidiff.data.synthetic.gaussian_random_field`, spectrum ``(tau^2 + |2 pi k|^2)^-alpha``)
+    on a periodic grid of ``res`` points per axis in ``dims`` (1 or 2) dimensions, flattened to ``res^dims``
+    coordinates. A logit-normal field: every value strictly inside the range, with mass close to the bounds
+    when ``scale`` is large (a saturation or a concentration that often nearly reaches its physical limits)."""
+    from ..data.synthetic import gaussian_random_field
+
+    if not isinstance(domain, Box):
+        raise ValueError("the field law lives in a box domain (its bounds are the physical range)")
+    dims = int(spec.get("dims", 1))
+    res = round(domain.dim ** (1.0 / dims))
+    if res**dims != domain.dim:
+        raise ValueError(f"a field of {domain.dim} values is not a {dims}D grid; set the box dim to res^dims")
+    u = gaussian_random_field(n, res, alpha=float(spec.get("alpha", 2.0)), tau=float(spec.get("tau", 3.0)),
+                              dims=dims, generator=generator).reshape(n, domain.dim)
+    lo, hi = domain.bounds()
+    squashed = torch.sigmoid(float(spec.get("mean", 0.0)) + float(spec.get("scale", 1.0)) * u.double())
+    return (lo + (hi - lo) * squashed).float()
 
 
 def sinkhorn_divergence(x: Tensor, y: Tensor, reg: float = 0.05) -> float:
@@ -90,7 +114,8 @@ def run_problem(config: dict) -> dict:
     """Train a bridge for the problem in ``config`` (missing keys take :data:`DEFAULTS`) and evaluate it.
 
     Returns ``{"config", "noise_floor", "train_time_s", "results": [{"method", "boundary", "sinkhorn",
-    "ratio_to_floor", "escaped_paths", "outside_at_end", "time_s"}, ...]}``.
+    "ratio_to_floor", "escaped_paths", "outside_at_end", "on_boundary", "time_s"}, ...]}``; ``on_boundary``
+    counts samples with a point on the boundary (a field with a value at a bound), where clamping piles mass.
     """
     if not isinstance(config, dict):
         raise TypeError("config must be a dict")
@@ -144,6 +169,7 @@ def run_problem(config: dict) -> dict:
         results.append({
             "method": cfg["method"], "boundary": boundary, "sinkhorn": div, "ratio_to_floor": div / max(floor, 1e-12),
             "escaped_paths": int(escaped.sum()), "outside_at_end": int((~domain.contains(out)).sum()),
+            "on_boundary": int(domain.on_boundary(out, 1e-6 * domain.scale).sum()),
             "time_s": elapsed,
         })
     return {"config": cfg, "noise_floor": floor, "train_time_s": train_time, "results": results}
@@ -153,13 +179,14 @@ def markdown_table(report: dict | list[dict]) -> str:
     """The results of :func:`run_problem` (one report or several on the same problem, e.g. one per training
     method) as a markdown table (ratios against the noise floor)."""
     reports = report if isinstance(report, list) else [report]
-    rows = ["| training | sampler | Sinkhorn div. | x noise floor | paths that left | outside at end | train time (s) "
-            "| sampling time (s) |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| training | sampler | Sinkhorn div. | x noise floor | paths that left | outside at end | on the boundary "
+            "| train time (s) | sampling time (s) |", "|---|---|---|---|---|---|---|---|---|"]
     names = {"reflect": "reflected bridge", "clamp": "clamped baseline", "none": "unconstrained bridge"}
     for rep in reports:
         for r in rep["results"]:
             rows.append(f"| {r.get('method', 'matching')} | {names.get(r['boundary'], r['boundary'])} | "
                         f"{r['sinkhorn']:.2e} | {r['ratio_to_floor']:.1f} | {r['escaped_paths']} / "
-                        f"{rep['config']['n_eval']} | {r['outside_at_end']} | {rep['train_time_s']:.1f} | {r['time_s']:.2f} |")
-    rows.append(f"| - | noise floor (target vs target) | {reports[0]['noise_floor']:.2e} | 1.0 | - | - | - | - |")
+                        f"{rep['config']['n_eval']} | {r['outside_at_end']} | {r['on_boundary']} | "
+                        f"{rep['train_time_s']:.1f} | {r['time_s']:.2f} |")
+    rows.append(f"| - | noise floor (target vs target) | {reports[0]['noise_floor']:.2e} | 1.0 | - | - | - | - | - |")
     return "\n".join(rows)

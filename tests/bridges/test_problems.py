@@ -9,7 +9,7 @@ from scidiff.bridges.problems import DEFAULTS, markdown_table
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["bridges_flower", "bridges_simplex", "bridges_flower_ipf"])
+@pytest.mark.parametrize("name", ["bridges_flower", "bridges_simplex", "bridges_flower_ipf", "bridges_box_fields"])
 def test_problem_configs_run_and_reflection_never_escapes(name):
     cfg = yaml.safe_load((ROOT / "problems" / name / "config.yaml").read_text())
     assert set(cfg) <= set(DEFAULTS)
