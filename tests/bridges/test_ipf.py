@@ -115,8 +115,9 @@ def test_ipf_recovers_the_gaussian_sb_coupling_to_0_01():
     z0 = torch.randn(100000, 1, generator=g) - 0.1
     z1 = sample_bridge(net, z0, 1.0, n_steps=50, generator=g, progress=False)
     cov = torch.cov(torch.cat([z0, z1], 1).T.double())
-    # Regression slope Cov / Var(X0): estimator noise about 0.0025 at 100000 paths.
-    assert abs(float(cov[0, 1] / cov[0, 0]) - 0.6180) < 0.01
+    slope = float(cov[0, 1] / cov[0, 0])  # regression slope Cov / Var(X0): estimator noise about 0.0025 here
+    print(f"IPF 1D Gaussian: slope {slope:.4f} mean {float(z1.mean()):.4f} var {float(cov[1, 1]):.4f}")
+    assert abs(slope - 0.6180) < 0.01
     assert abs(float(z1.mean()) - 0.1) < 0.02 and abs(float(cov[1, 1]) - 1.0) < 0.03
     back = sample_bridge(net, torch.randn(100000, 1, generator=g) + 0.1, 1.0, direction="backward", n_steps=50,
                          generator=g, progress=False)
