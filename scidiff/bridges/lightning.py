@@ -154,11 +154,14 @@ def fit_bridge_with_trainer(
     x0: Tensor, x1: Tensor, sigma: float, *, method: str, domain: dict | None, trainer: dict, ipf: dict,
     n_iter: int, batch_size: int, lr: float, ot_method: str, hidden: int, depth: int, seed: int,
 ) -> pl.LightningModule:
-    """Train a bridge with a Lightning Trainer (``trainer``: plain Trainer keyword arguments, plus
-    ``checkpoint_every_n_steps`` for a ModelCheckpoint that keeps ``last.ckpt`` under ``default_root_dir``);
-    returns the trained module in eval mode."""
+    """Train a bridge with a Lightning Trainer; returns the trained module in eval mode.
+
+    ``trainer`` holds plain Trainer keyword arguments, plus ``checkpoint_every_n_steps`` (a ModelCheckpoint that
+    writes ``checkpoints/last.ckpt`` under ``default_root_dir``) and ``ckpt_path`` (resume from a checkpoint).
+    """
     trainer = dict(trainer)
     every = trainer.pop("checkpoint_every_n_steps", None)
+    resume = trainer.pop("ckpt_path", None)
     if any(k in trainer for k in ("callbacks", "max_steps")):
         raise ValueError("the trainer block of a bridge problem sets neither callbacks nor max_steps (the schedule "
                          "fixes the steps; use checkpoint_every_n_steps)")
@@ -178,5 +181,5 @@ def fit_bridge_with_trainer(
                                          every_n_train_steps=int(every)))
     kwargs = {**TRAINER_DEFAULTS, "enable_checkpointing": bool(every), **trainer}
     pl.Trainer(max_steps=max_steps, callbacks=callbacks, **kwargs).fit(
-        module, torch.utils.data.DataLoader(draws, batch_size=None))
+        module, torch.utils.data.DataLoader(draws, batch_size=None), ckpt_path=resume)
     return module.eval()

@@ -88,3 +88,40 @@ def test_ipf_module_bad_inputs_raise():
         IPFBridgeModule(2, domain={"type": "torus"})
     with pytest.raises(ValueError, match="dimension"):
         PairDraws(torch.zeros(4, 2), torch.zeros(4, 3), 2)
+
+
+def test_ipf_problem_file_trains_under_a_trainer_and_its_checkpoint_reloads(tmp_path):
+    from pathlib import Path
+
+    from scidiff.bridges.lightning import IPFBridgeModule
+    from scidiff.cli import run
+    from scidiff.io import load_checkpoint
+
+    path = Path(__file__).resolve().parents[2] / "problems" / "bridges_flower_ipf" / "trainer.yaml"
+    sets = ["n_train=200", "n_eval=100", "hidden=16", "depth=2", "n_steps=8", "ipf.n_stages=2", "ipf.n_iter=3",
+            "ipf.n_paths=32", "ipf.batch_size=32", f"trainer.default_root_dir={tmp_path}",
+            "trainer.checkpoint_every_n_steps=3", "trainer.enable_progress_bar=false"]
+    report = run(["bridge", "-c", str(path), *[a for s in sets for a in ("--set", s)]])
+    rows = {r["boundary"]: r for r in report["results"]}
+    assert rows["reflect"]["escaped_paths"] == 0 and rows["reflect"]["method"] == "ipf"
+    ckpts = {p.name for p in (tmp_path / "checkpoints").glob("*.ckpt")}
+    assert "last.ckpt" in ckpts and len(ckpts) == 5  # one per half-stage (4) + last
+    raw = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert raw["global_step"] == 12 and raw["hyper_parameters"]["n_stages"] == 2
+    module = IPFBridgeModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert module.domain is not None and module.net.z_f.net[-1].weight.abs().sum() > 0
+    # Resuming from the finished checkpoint trains nothing more and leaves the weights as they were.
+    again = run(["bridge", "-c", str(path), *[a for s in sets for a in ("--set", s)], "--set",
+                 f"trainer.ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"])
+    assert {r["boundary"]: r for r in again["results"]}["reflect"]["sinkhorn"] == rows["reflect"]["sinkhorn"]
+
+
+def test_trainer_block_errors():
+    from scidiff.bridges import run_problem
+
+    with pytest.raises(ValueError, match="trainer config"):
+        run_problem({"trainer": 3, "n_iter": 1})
+    with pytest.raises(ValueError, match="max_steps"):
+        run_problem({"trainer": {"max_steps": 5}, "n_train": 50, "n_eval": 20, "n_iter": 1})
+    with pytest.raises(ValueError, match="unknown ipf options"):
+        run_problem({"ipf": {"stages": 2}})
