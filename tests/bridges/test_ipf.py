@@ -105,17 +105,18 @@ def test_bad_ipf_inputs_raise():
 @pytest.mark.slow
 def test_ipf_recovers_the_gaussian_sb_coupling_to_0_01():
     # N(-0.1, 1) -> N(0.1, 1), sigma = 1: Cov(X0, X1) = (sqrt(5) - 1) / 2 = 0.6180. What it takes (docs/bridges.md):
-    # the step-indexed cache (half_cache), 10000 paths per half (1000 leave 0.03 of sampling error in the mean and
-    # 0.045 in the variance of every half's rollout), and the learning rate annealed within each half.
+    # the step-indexed cache (half_cache), 30000 paths per half (1000 leave a sampling error of 0.03 in the mean and
+    # 0.045 in the variance of every rollout, and dC/dVar(X1) = 1/sqrt(5) here), and the learning rate annealed
+    # within each half. About 4 minutes on one core.
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(100000, 1, generator=g) - 0.1
     x1 = torch.randn(100000, 1, generator=g) + 0.1
     net = train_ipf(x0, x1, 1.0, n_stages=6, n_iter=400, lr=3e-3, anneal=True, hidden=64, n_steps=50,
-                    n_paths=10000, generator=g, progress=False)
-    z0 = torch.randn(100000, 1, generator=g) - 0.1
+                    n_paths=30000, generator=g, progress=False)
+    z0 = torch.randn(200000, 1, generator=g) - 0.1
     z1 = sample_bridge(net, z0, 1.0, n_steps=50, generator=g, progress=False)
     cov = torch.cov(torch.cat([z0, z1], 1).T.double())
-    slope = float(cov[0, 1] / cov[0, 0])  # regression slope Cov / Var(X0): estimator noise about 0.0025 here
+    slope = float(cov[0, 1] / cov[0, 0])  # regression slope Cov / Var(X0): estimator noise about 0.002 here
     print(f"IPF 1D Gaussian: slope {slope:.4f} mean {float(z1.mean()):.4f} var {float(cov[1, 1]):.4f}")
     assert abs(slope - 0.6180) < 0.01
     assert abs(float(z1.mean()) - 0.1) < 0.02 and abs(float(cov[1, 1]) - 1.0) < 0.03
