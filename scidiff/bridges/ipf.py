@@ -209,7 +209,13 @@ def train_ipf(
 
     Each half-stage simulates ``n_paths`` (reflected) paths of ``n_steps`` Euler steps from fresh draws of the
     source (or target) samples and takes ``n_iter`` AdamW steps on ``batch_size`` random (path, time) states;
-    the learning rate decays by ``lr_decay`` per stage. ``domain=None`` trains the unconstrained SB.
+    the learning rate decays by ``lr_decay`` per stage (``anneal=True`` also takes it down to zero along a cosine
+    within each half, which removes most of the last iterate's gradient noise), and the EMA (``ema_decay``) of
+    each half's weights drives the next rollout. ``domain=None`` trains the unconstrained SB.
+
+    Precision is set by ``n_paths``: every half reverses the empirical law of its rollout, so ``n`` paths leave
+    a sampling error of about ``1/sqrt(n)`` (mean) and ``sqrt(2/n)`` (variance) in the learned marginals. The
+    1D Gaussian test reaches Cov(X0, X1) within 0.01 of the closed form with 50000 paths (docs/bridges.md).
     """
     _check_pair(x0, x1)
     if n_stages < 1 or n_iter < 1 or n_paths < 2 or n_steps < 1 or batch_size < 1:
