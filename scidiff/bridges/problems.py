@@ -143,14 +143,18 @@ def run_problem(config: dict) -> dict:
     ipf = {"n_steps": cfg["n_steps"], **DEFAULTS["ipf"], **cfg["ipf"]}
     common = dict(n_iter=cfg["n_iter"], batch_size=cfg["batch_size"], lr=cfg["lr"], ot_method=cfg["ot_method"],
                   hidden=cfg["hidden"], depth=cfg["depth"])
-    if cfg["trainer"] is None:
-        net = train_bridge(x0, x1, cfg["sigma"], method=cfg["method"], domain=domain, ipf=ipf, generator=g,
-                           progress=False, **common)
-    else:
-        from .lightning import fit_bridge_with_trainer
+    # Network initialisation (and the Lightning route's couplings) draw from the global RNG: seed a private copy
+    # of it, so a problem file gives the same numbers every run and the caller's RNG is left alone.
+    with torch.random.fork_rng():
+        torch.manual_seed(int(cfg["seed"]))
+        if cfg["trainer"] is None:
+            net = train_bridge(x0, x1, cfg["sigma"], method=cfg["method"], domain=domain, ipf=ipf, generator=g,
+                               progress=False, **common)
+        else:
+            from .lightning import fit_bridge_with_trainer
 
-        net = fit_bridge_with_trainer(x0, x1, cfg["sigma"], method=cfg["method"], domain=dict(cfg["domain"]),
-                                      trainer=cfg["trainer"], ipf=ipf, seed=int(cfg["seed"]), **common)
+            net = fit_bridge_with_trainer(x0, x1, cfg["sigma"], method=cfg["method"], domain=dict(cfg["domain"]),
+                                          trainer=cfg["trainer"], ipf=ipf, seed=int(cfg["seed"]), **common)
     train_time = time.perf_counter() - t
     results = []
     for boundary in cfg["boundaries"]:
