@@ -76,6 +76,12 @@ class Domain:
         x = self._check_points(x, "x")
         return self._level(x) <= (self.tol if tol is None else tol)
 
+    def on_boundary(self, x: Tensor, tol: float | None = None) -> Tensor:
+        """Boolean ``(B,)``: does each point lie on the boundary (within ``tol``, default the domain's)? For a
+        box, a field with any value at a bound. A reflected process puts no mass there; clamping does."""
+        x = self._check_points(x, "x")
+        return self._level(x).abs() <= (self.tol if tol is None else tol)
+
     def _level(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 

@@ -36,6 +36,8 @@ the objective is used unchanged and the reflection keeps every simulated and sam
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -45,7 +47,8 @@ from .domains import Domain
 from .matching import TimeMLP, _check_pair
 from .sde import reflected_euler_maruyama
 
-IPF_OPTIONS = ("n_stages", "n_iter", "n_paths", "n_steps", "batch_size", "lr", "lr_decay", "boundary")
+IPF_OPTIONS = ("n_stages", "n_iter", "n_paths", "n_steps", "batch_size", "lr", "lr_decay", "anneal", "ema_decay",
+               "boundary")
 
 
 class ForwardBackwardNet(nn.Module):
@@ -96,27 +99,87 @@ def divergence_loss(z: nn.Module, z_other: Tensor, x: Tensor, t: Tensor, sigma: 
     return (0.5 * (out**2).sum(-1) + (out * z_other).sum(-1) + sigma * div).mean()
 
 
+HALVES = ("backward", "forward")  # the order within one IPF stage
+POLICY = {"backward": "z_b", "forward": "z_f"}  # the policy each half fits
+
+
+def trained_policy(net: ForwardBackwardNet, half: str) -> nn.Module:
+    """The policy a half-stage fits: ``z_b`` in the backward half, ``z_f`` in the forward half."""
+    return getattr(net, POLICY[half])
+
+
+@torch.no_grad()
+def half_cache(
+    net: ForwardBackwardNet, half: str, start: Tensor, domain: Domain | None, n_steps: int, boundary: str = "reflect",
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Simulate the frozen policy's (reflected) paths from ``start`` and cache what the other policy is fitted on.
+
+    Returns flat ``(states, times, frozen values)``: every visited state but the start, its time, and the frozen
+    policy *of the Euler step that produced it* (evaluated at the state, at the time that step started). That
+    index is what makes one Euler step of the fitted SDE reverse one Euler step of the simulated one to first
+    order: ``X_k = X_{k+1} - sigma z_f(X_{k+1}, t_k) dt + sigma^2 grad log p_{k+1} dt + noise``. Pairing each
+    state with the frozen policy at its own time instead leaves an ``O(dt)`` error per half-stage that IPF
+    accumulates (1D Gaussian, 50 steps: Cov(X0, X1) 0.625 after 6 stages and 0.630 after 10, against 0.6172 and
+    0.6172 with the step's own index; the closed form is 0.6180).
+    """
+    if half not in HALVES:
+        raise ValueError(f"half must be one of {HALVES}, got {half!r}")
+    frozen = net.z_f if half == "backward" else net.z_b
+    direction = "forward" if half == "backward" else "backward"
+    states, times = simulate_paths(frozen, start, net.sigma, domain, direction, n_steps, boundary, generator)
+    n = states.shape[1]
+    xs = states[1:].reshape(-1, states.shape[-1])
+    ts = times[1:].repeat_interleave(n).to(xs)
+    t_step = times[:-1].repeat_interleave(n).to(xs)
+    others = torch.cat([frozen(xs[i:i + 8192], t_step[i:i + 8192]) for i in range(0, xs.shape[0], 8192)])
+    return xs, ts, others
+
+
+def half_loss(z: nn.Module, cache: tuple[Tensor, Tensor, Tensor], sigma: float, batch_size: int,
+              generator: torch.Generator | None = None) -> Tensor:
+    """The divergence objective on ``batch_size`` random cached states (one optimiser step's worth)."""
+    xs, ts, others = cache
+    idx = torch.randint(xs.shape[0], (batch_size,), generator=generator).to(xs.device)
+    return divergence_loss(z, others[idx], xs[idx], ts[idx], sigma, generator)
+
+
+def ema_of(z: nn.Module, decay: float = 0.99) -> AveragedModel:
+    """An exponential moving average of ``z``'s weights (its first update copies them)."""
+    return AveragedModel(z, multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+
+@torch.no_grad()
+def load_average(z: nn.Module, ema: AveragedModel) -> None:
+    """Copy the averaged weights into ``z``: the EMA weights drive the next rollout, as in the seed."""
+    for p, q in zip(z.parameters(), ema.module.parameters()):
+        p.copy_(q)
+
+
+def half_lr(lr: float, i: int, n_iter: int, anneal: bool) -> float:
+    """Learning rate of step ``i`` of a half-stage: constant (the seed) or cosine-annealed to zero over the half,
+    which averages out the gradient noise of the divergence objective before the next rollout."""
+    return lr * 0.5 * (1.0 + math.cos(math.pi * i / n_iter)) if anneal else lr
+
+
 def _fit_half(
-    z: nn.Module, z_frozen: nn.Module, states: Tensor, times: Tensor, sigma: float, *, n_iter: int, batch_size: int,
-    lr: float, generator: torch.Generator | None, bar_desc: str, progress: bool,
+    net: ForwardBackwardNet, half: str, cache: tuple[Tensor, Tensor, Tensor], *, n_iter: int, batch_size: int,
+    lr: float, anneal: bool, ema_decay: float, generator: torch.Generator | None, progress: bool,
 ) -> None:
-    """Fit ``z`` on cached states (all paths, all times but the start) against the frozen ``z_frozen`` values."""
-    xs, ts = states[1:].reshape(-1, states.shape[-1]), times[1:].repeat_interleave(states.shape[1]).to(states)
-    with torch.no_grad():
-        others = torch.cat([z_frozen(xs[i:i + 8192], ts[i:i + 8192]) for i in range(0, xs.shape[0], 8192)])
+    """``n_iter`` AdamW steps of the half-stage's policy on the cache, then load its EMA weights."""
+    z = trained_policy(net, half)
     opt = torch.optim.AdamW(z.parameters(), lr=lr)
-    ema = AveragedModel(z, multi_avg_fn=get_ema_multi_avg_fn(0.99))
+    ema = ema_of(z, ema_decay)
     z.train()
-    for _ in tqdm(range(n_iter), disable=not progress, desc=bar_desc, leave=False):
-        idx = torch.randint(xs.shape[0], (batch_size,), generator=generator).to(xs.device)
-        loss = divergence_loss(z, others[idx], xs[idx], ts[idx], sigma, generator)
+    for i in tqdm(range(n_iter), disable=not progress, desc=f"{half} half", leave=False):
+        for group in opt.param_groups:
+            group["lr"] = half_lr(lr, i, n_iter, anneal)
+        loss = half_loss(z, cache, net.sigma, batch_size, generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         ema.update_parameters(z)
-    with torch.no_grad():  # the EMA weights drive the next rollout, as in the seed
-        for p, q in zip(z.parameters(), ema.module.parameters()):
-            p.copy_(q)
+    load_average(z, ema)
     z.eval()
 
 
@@ -134,6 +197,8 @@ def train_ipf(
     batch_size: int = 512,
     lr: float = 1e-3,
     lr_decay: float = 0.8,
+    anneal: bool = False,
+    ema_decay: float = 0.99,
     hidden: int = 128,
     depth: int = 3,
     boundary: str = "reflect",
@@ -144,7 +209,13 @@ def train_ipf(
 
     Each half-stage simulates ``n_paths`` (reflected) paths of ``n_steps`` Euler steps from fresh draws of the
     source (or target) samples and takes ``n_iter`` AdamW steps on ``batch_size`` random (path, time) states;
-    the learning rate decays by ``lr_decay`` per stage. ``domain=None`` trains the unconstrained SB.
+    the learning rate decays by ``lr_decay`` per stage (``anneal=True`` also takes it down to zero along a cosine
+    within each half, which removes most of the last iterate's gradient noise), and the EMA (``ema_decay``) of
+    each half's weights drives the next rollout. ``domain=None`` trains the unconstrained SB.
+
+    Precision is set by ``n_paths``: every half reverses the empirical law of its rollout, so ``n`` paths leave
+    a sampling error of about ``1/sqrt(n)`` (mean) and ``sqrt(2/n)`` (variance) in the learned marginals. The
+    1D Gaussian test reaches Cov(X0, X1) within 0.01 of the closed form with 50000 paths (docs/bridges.md).
     """
     _check_pair(x0, x1)
     if n_stages < 1 or n_iter < 1 or n_paths < 2 or n_steps < 1 or batch_size < 1:
@@ -155,15 +226,13 @@ def train_ipf(
     net = net if net is not None else ForwardBackwardNet(x0.shape[1], sigma, hidden, depth).to(x0)
     if abs(net.sigma - sigma) > 1e-12:
         raise ValueError(f"net was built for sigma={net.sigma}, training uses sigma={sigma}")
-    fit = dict(n_iter=n_iter, batch_size=batch_size, generator=generator, progress=progress)
+    fit = dict(n_iter=n_iter, batch_size=batch_size, anneal=anneal, ema_decay=ema_decay, generator=generator, progress=progress)
     for stage in tqdm(range(n_stages), disable=not progress, desc="IPF stages", leave=False):
-        stage_lr = lr * lr_decay**stage
-        # Backward half: reverse the current forward process (reflected paths from the source).
-        start = x0[torch.randint(x0.shape[0], (n_paths,), generator=generator).to(x0.device)]
-        states, times = simulate_paths(net.z_f, start, sigma, domain, "forward", n_steps, boundary, generator)
-        _fit_half(net.z_b, net.z_f, states, times, sigma, lr=stage_lr, bar_desc="backward half", **fit)
-        # Forward half: reverse the new backward process (reflected paths from the target).
-        start = x1[torch.randint(x1.shape[0], (n_paths,), generator=generator).to(x1.device)]
-        states, times = simulate_paths(net.z_b, start, sigma, domain, "backward", n_steps, boundary, generator)
-        _fit_half(net.z_f, net.z_b, states, times, sigma, lr=stage_lr, bar_desc="forward half", **fit)
+        for half in HALVES:
+            # Backward half: reverse the current forward process (paths from fresh source draws); forward half:
+            # reverse the new backward process (paths from fresh target draws).
+            data = x0 if half == "backward" else x1
+            start = data[torch.randint(data.shape[0], (n_paths,), generator=generator).to(data.device)]
+            cache = half_cache(net, half, start, domain, n_steps, boundary, generator)
+            _fit_half(net, half, cache, lr=lr * lr_decay**stage, **fit)
     return net.eval()

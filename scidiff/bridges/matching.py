@@ -200,6 +200,39 @@ def train_bridge(
     return net.eval()
 
 
+class EmpiricalBridge(nn.Module):
+    """The exact bridge between paired samples: a mixture of Brownian bridges ``x0_i -> x1_i`` (a test oracle).
+
+    ``forward(x, t) -> (v, s)`` in the convention of :class:`BridgeNet`: the forward drift
+    ``v + s = (E[X1 | X_t = x] - x) / (1 - t)`` and the backward one ``v - s = (x - E[X0 | X_t = x]) / t``, with the
+    posterior over pairs ``w_i ~ N(x; (1 - t) x0_i + t x1_i, sigma^2 t (1 - t))`` (Tong et al., AISTATS 2024,
+    Prop. 3.4: the Markov drift of a mixture of bridges). Pairs come from a coupling, e.g. :func:`sample_coupling`.
+    """
+
+    def __init__(self, x0: Tensor, x1: Tensor, sigma: float, t_eps: float = 1e-4):
+        super().__init__()
+        _check_pair(x0, x1)
+        if x0.shape != x1.shape:
+            raise ValueError("paired x0 and x1 must have the same shape")
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        self.register_buffer("x0", x0)
+        self.register_buffer("x1", x1)
+        self.sigma, self.t_eps = float(sigma), float(t_eps)
+
+    def forward(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        t = t.reshape(-1, 1).to(x).clamp(self.t_eps, 1 - self.t_eps)
+        x0, x1 = self.x0.to(x), self.x1.to(x)
+        # Squared distances to every bridge's mean, without forming the (B, N, d) means.
+        a, b = (1 - t)[:, :, None], t[:, :, None]
+        mu_sq = (a**2 * (x0**2).sum(-1) + b**2 * (x1**2).sum(-1) + 2 * a * b * (x0 * x1).sum(-1))[:, 0]
+        cross = (1 - t) * (x @ x0.T) + t * (x @ x1.T)
+        d2 = (x**2).sum(-1, keepdim=True) - 2 * cross + mu_sq
+        w = torch.softmax(-d2 / (2 * self.sigma**2 * t * (1 - t)), dim=1)
+        forward, backward = (w @ x1 - x) / (1 - t), (x - w @ x0) / t
+        return 0.5 * (forward + backward), 0.5 * (forward - backward)
+
+
 def sample_bridge(
     net,
     x: Tensor,

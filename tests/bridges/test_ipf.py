@@ -102,20 +102,56 @@ def test_bad_ipf_inputs_raise():
         run_problem({"ipf": 3})
 
 
-@pytest.mark.slow
-def test_ipf_recovers_the_gaussian_sb_in_1d():
-    # N(-0.1, 1) -> N(0.1, 1), sigma = 1: Cov(X0, X1) = (sqrt(5) - 1) / 2. 6 stages x 2 x 300 steps, about 80 s.
+class _LinearPolicy(nn.Module):
+    """``z(x, t) = a_k x + c_k`` on the Euler grid ``t_k = k / n``: a family that holds the Gaussian SB's policies."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+        self.a, self.c = nn.Parameter(torch.zeros(n + 1)), nn.Parameter(torch.zeros(n + 1))
+
+    def forward(self, x, t):
+        k = (t * self.n).round().long().clamp(0, self.n)
+        return self.a[k, None] * x + self.c[k, None]
+
+
+def test_ipf_with_linear_policies_on_a_coarse_grid_finds_the_gaussian_sb():
+    # Cheap IPF: 10 Euler steps and per-step linear policies. Exact IPF on this grid converges to Cov(X0, X1) 0.615,
+    # Var(X1) 1.025 (closed form 0.618, 1); pairing each cached state with the frozen policy at its own time instead
+    # of the time of the step that produced it drifts to 0.58 and 0.88 (docs/bridges.md).
+    n = 10
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(100000, 1, generator=g) - 0.1
     x1 = torch.randn(100000, 1, generator=g) + 0.1
-    net = train_ipf(x0, x1, 1.0, n_stages=6, n_iter=300, hidden=64, n_steps=50, n_paths=1000, generator=g,
-                    progress=False)
+    net = ForwardBackwardNet(1, 1.0, hidden=1, depth=1)
+    net.z_f, net.z_b = _LinearPolicy(n), _LinearPolicy(n)
+    train_ipf(x0, x1, 1.0, net=net, n_stages=5, n_iter=100, n_paths=20000, n_steps=n, batch_size=1024, lr=0.1,
+              anneal=True, ema_decay=0.9, generator=g, progress=False)
     z0 = torch.randn(50000, 1, generator=g) - 0.1
+    z1 = sample_bridge(net, z0, 1.0, n_steps=n, generator=g, progress=False)
+    cov = torch.cov(torch.cat([z0, z1], 1).T.double())
+    assert abs(float(cov[0, 1] / cov[0, 0]) - 0.618) < 0.025
+    assert abs(float(cov[1, 1]) - 1.0) < 0.07 and abs(float(z1.mean()) - 0.1) < 0.05
+
+
+@pytest.mark.slow
+def test_ipf_recovers_the_gaussian_sb_coupling_to_0_01():
+    # N(-0.1, 1) -> N(0.1, 1), sigma = 1: Cov(X0, X1) = (sqrt(5) - 1) / 2 = 0.6180. What it takes (docs/bridges.md):
+    # the step-indexed cache (half_cache), 50000 paths per half (1000 leave a sampling error of 0.03 in the mean and
+    # 0.045 in the variance of every rollout, and dC/dVar(X1) = 1/sqrt(5) here), and the learning rate annealed
+    # within each half. About 4 minutes on one core.
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(100000, 1, generator=g) - 0.1
+    x1 = torch.randn(100000, 1, generator=g) + 0.1
+    net = train_ipf(x0, x1, 1.0, n_stages=6, n_iter=400, lr=3e-3, anneal=True, hidden=64, n_steps=50,
+                    n_paths=50000, generator=g, progress=False)
+    z0 = torch.randn(200000, 1, generator=g) - 0.1
     z1 = sample_bridge(net, z0, 1.0, n_steps=50, generator=g, progress=False)
     cov = torch.cov(torch.cat([z0, z1], 1).T.double())
-    # Measured 0.630 (mean 0.063, var 1.024): IPF is still converging after 6 stages, hence 0.03 and 0.06.
-    assert abs(float(cov[0, 1] / cov[0, 0]) - 0.6180) < 0.03
-    assert abs(float(z1.mean()) - 0.1) < 0.06 and abs(float(cov[1, 1]) - 1.0) < 0.05
-    back = sample_bridge(net, torch.randn(50000, 1, generator=g) + 0.1, 1.0, direction="backward", n_steps=50,
+    slope = float(cov[0, 1] / cov[0, 0])  # regression slope Cov / Var(X0): estimator noise about 0.002 here
+    print(f"IPF 1D Gaussian: slope {slope:.4f} mean {float(z1.mean()):.4f} var {float(cov[1, 1]):.4f}")
+    assert abs(slope - 0.6180) < 0.01
+    assert abs(float(z1.mean()) - 0.1) < 0.02 and abs(float(cov[1, 1]) - 1.0) < 0.03
+    back = sample_bridge(net, torch.randn(100000, 1, generator=g) + 0.1, 1.0, direction="backward", n_steps=50,
                          generator=g, progress=False)
-    assert abs(float(back.mean()) + 0.1) < 0.06
+    assert abs(float(back.mean()) + 0.1) < 0.02

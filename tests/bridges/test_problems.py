@@ -9,7 +9,7 @@ from scidiff.bridges.problems import DEFAULTS, markdown_table
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["bridges_flower", "bridges_simplex", "bridges_flower_ipf"])
+@pytest.mark.parametrize("name", ["bridges_flower", "bridges_simplex", "bridges_flower_ipf", "bridges_box_fields"])
 def test_problem_configs_run_and_reflection_never_escapes(name):
     cfg = yaml.safe_load((ROOT / "problems" / name / "config.yaml").read_text())
     assert set(cfg) <= set(DEFAULTS)
@@ -28,3 +28,15 @@ def test_bad_configs_raise():
         run_problem([("sigma", 1.0)])
     with pytest.raises(ValueError, match="unknown law"):
         run_problem({"source": {"type": "banana"}, "n_iter": 1})
+
+
+def test_problem_results_do_not_depend_on_the_global_rng():
+    import torch
+
+    cfg = dict(n_train=200, n_eval=100, n_iter=10, batch_size=64, hidden=16, n_steps=10, boundaries=["reflect"])
+    torch.manual_seed(1)
+    first = run_problem(cfg)["results"][0]["sinkhorn"]
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    assert run_problem(cfg)["results"][0]["sinkhorn"] == first
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's stream is left where it was
