@@ -75,10 +75,16 @@ def make_physics(kind: str, res: int, sigma_y: float, *, missing: float = 0.7, f
 
 
 def measure(physics, x: Tensor, sigma_y: float, *, generator=None) -> Tensor:
-    """``y = A(x) + sigma_y n`` with the noise drawn from ``generator`` (reproducible, unlike deepinv's global RNG)."""
+    """``y = A(x) + sigma_y n`` with the noise drawn from ``generator`` (reproducible, unlike deepinv's global RNG).
+
+    Unobserved pixels of an inpainting mask stay 0: they are not measurements, so they carry no noise either.
+    """
+    import deepinv as dinv
+
     with torch.no_grad():
         ax = physics.A(x)
-    return ax + sigma_y * randn(ax.shape, generator, dtype=ax.dtype)
+    y = ax + sigma_y * randn(ax.shape, generator, dtype=ax.dtype)
+    return y * physics.mask if isinstance(physics, dinv.physics.Inpainting) else y
 
 
 def likelihood(prior, physics, y: Tensor):
