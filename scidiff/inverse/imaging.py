@@ -18,6 +18,7 @@ std) as NetCDF via :meth:`Posterior.to_xarray`, the truth and measurements along
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from pathlib import Path
@@ -39,10 +40,16 @@ HELD_OUT_SEED = 1000
 
 def phantom_truth(n: int = 1, res: int = 32, seed: int = HELD_OUT_SEED) -> Tensor:
     """``(n, 1, res, res)`` middle axial slices of ``n`` random-ellipsoid volumes drawn with ``seed``."""
-    from ..volumes.phantoms import make_slice_dataset
-
     if n < 1:
         raise ValueError(f"need n >= 1 ground truths; got {n}")
+    return _middle_slices(int(n), int(res), int(seed)).clone()
+
+
+@functools.lru_cache(maxsize=8)
+def _middle_slices(n: int, res: int, seed: int) -> Tensor:
+    # each volume costs a second or so to paint; problems and benchmarks ask for the same few again and again
+    from ..volumes.phantoms import make_slice_dataset
+
     mu = torch.from_numpy(make_slice_dataset(n_volumes=n, res=res, seed=seed)["mu"].values)
     return mu.reshape(n, res, res, res)[:, res // 2, None].float()
 
@@ -134,12 +141,12 @@ def misfit(physics, x: Tensor, y: Tensor, sigma_y: float) -> float:
 
 def run_problem(config: dict, *, progress: bool = False) -> dict:
     """Run one problem file; returns a report (metrics, NFE, VJPs, wall time, output paths)."""
-    from ..priors import DiffusionPrior
-
     prob, samp, out = config.get("problem", {}), config.get("sampler", {}), config.get("output", {})
     kind = prob.get("kind")
     if kind not in PROBLEMS:
         raise ValueError(f"problem.kind must be one of {PROBLEMS}; got {kind!r}")
+    from ..priors import DiffusionPrior
+
     prior_name = str(config.get("prior", "ct_slices32"))
     prior = DiffusionPrior.load(prior_name) if prior_name.endswith((".ckpt", ".safetensors")) else \
         DiffusionPrior.pretrained(prior_name)
