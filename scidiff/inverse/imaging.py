@@ -133,10 +133,13 @@ def ssim(x: Tensor, ref: Tensor, data_range: tuple[float, float] = DATA_RANGE) -
 
 
 def misfit(physics, x: Tensor, y: Tensor, sigma_y: float) -> float:
-    """RMS(y - A x) / sigma_y averaged over samples: about 1 when the samples fit the data to its noise level."""
+    """RMS of ``y - A x`` over the measured entries / sigma_y, averaged over samples: about 1 at the noise level."""
+    from ..likelihoods import from_physics
+
     with torch.no_grad():
         r = physics.A(x.float()) - y
-    return float(r.pow(2).flatten(1).mean(1).sqrt().mean() / sigma_y)
+    m = from_physics(physics, y, sigma_y).num_measurements  # an inpainting mask's zeros are not measurements
+    return float((r.pow(2).flatten(1).sum(1) / m).sqrt().mean() / sigma_y)
 
 
 def run_problem(config: dict, *, progress: bool = False) -> dict:
