@@ -12,6 +12,8 @@
   volume with a CT/MRI operator and reconstruct it (FBP, ADMM-TV, DiffusionMBIR, DDS), with a PNG of slices;
 * ``scidiff posterior predict -c problems/grf/posterior.yaml`` -- one posterior per measurement set of a NetCDF
   file (Lightning predict: any number of devices, resumable, results written once);
+* ``scidiff inverse -c problems/phantom_inpaint/config.yaml`` -- posterior sampling (DPS, RED-Diff, MCGdiff) on a
+  held-out CT phantom with the shipped slice prior: NetCDF posterior and a PNG with the uncertainty map;
 * ``scidiff demo`` -- the end-to-end example on an embedded default.
 """
 
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from ._config import load_config
 
-TOOLS = ("demo", "sample", "export", "datasets", "bridge", "graphs", "reconstruct", "posterior")
+TOOLS = ("demo", "sample", "export", "datasets", "bridge", "graphs", "reconstruct", "posterior", "inverse")
 
 #: Module prefixes a config's ``class_path`` may name. A YAML file is data: it must not make ``scidiff fit``
 #: import and build arbitrary classes. Extend with ``SCIDIFF_ALLOW_CLASSES="mylab.callbacks.,mylab.loggers."``.
@@ -234,6 +236,12 @@ def _reconstruct(argv: list[str]) -> dict:
     return report
 
 
+def _inverse(argv: list[str]) -> dict:
+    from .inverse.imaging import main
+
+    return main(argv)
+
+
 def _demo(argv: list[str]) -> dict:
     from .demo import main as demo_main
 
@@ -245,7 +253,7 @@ def run(argv: list[str]):
     if argv and argv[0] in TOOLS:
         return {"demo": _demo, "sample": _sample, "export": _export, "datasets": _datasets, "bridge": _bridge,
                 "graphs": _graphs, "reconstruct": _reconstruct,
-                "posterior": _posterior}[argv[0]](argv[1:])
+                "posterior": _posterior, "inverse": _inverse}[argv[0]](argv[1:])
     return _lightning_cli(argv)
 
 

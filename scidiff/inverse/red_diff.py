@@ -81,7 +81,8 @@ def red_diff(
         weighting: ``w(sigma)``: ``"linear"`` (sigma), ``"sqrt"``, ``"square"``, ``"log"`` (log(1 + sigma)),
             ``"clip"`` (min(sigma, 1)), ``"power2over3"`` or ``"const"``.
         obs_weight: weight of the data term (``v`` in the code).
-        data_term: ``"mean"`` -- ``mean((y - A(mu))^2) / 2`` as in the code (independent of ``sigma_y``);
+        data_term: ``"mean"`` -- ``mean((y - A(mu))^2) / 2`` over the measured entries as in the code (independent
+            of ``sigma_y``; zero-filled unmeasured entries, e.g. an inpainting mask's, do not count);
             ``"energy"`` -- the likelihood's energy ``-log p(y | mu)`` as in the paper's objective (any Likelihood).
         mu_init: ``"pinv"`` (``A^+ y``, needs ``A_dagger``), ``"zeros"``, or a tensor of the event shape
             (optionally with a leading batch of 1 or ``N``).
@@ -140,7 +141,9 @@ def red_diff(
 
 def _data_loss(likelihood, x0: Tensor, sigma: Tensor, data_term: str) -> Tensor:
     if data_term == "mean":
-        return likelihood.residual(x0).pow(2).flatten(1).mean(1) / 2
+        # a mean over the measured entries only: the reference operators return just the observed pixels
+        # (inpainting keeps ``x[:, kept]``), while zero-filled ones would dilute the data term by the mask ratio
+        return likelihood.residual(x0).pow(2).flatten(1).sum(1) / (2 * likelihood.num_measurements)
     return likelihood.energy(x0, sigma)
 
 

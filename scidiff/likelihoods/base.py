@@ -146,6 +146,11 @@ class GaussianLikelihood(Likelihood):
     def energy(self, x, sigma=None):
         return self.residual(x).pow(2).flatten(1).sum(1) / (2 * self.sigma_y**2)
 
+    @property
+    def num_measurements(self) -> int:
+        """Entries of one measurement (``y[0].numel()``); operators that zero-fill unmeasured entries say less."""
+        return self.y[0].numel()
+
 
 class LinearGaussianLikelihood(GaussianLikelihood):
     """``y = A x + sigma_y n`` with a linear ``A`` and its adjoint: exact gradient, constant Laplacian."""
@@ -175,6 +180,18 @@ class LinearGaussianLikelihood(GaussianLikelihood):
 
     def grad(self, x, sigma=None):
         return -self.A_adjoint(self.residual(x)) / self.sigma_y**2
+
+    @property
+    def num_measurements(self) -> int:
+        """Measured entries of one ``y``: with an SVD, the entries along non-zero singular values.
+
+        An inpainting operator returns a full image with zeros where nothing was measured; its singular values
+        are the mask, so only the observed pixels count (what a mean over the measurements should divide by).
+        """
+        if self.svd is None or not isinstance(self.svd.singular_values, Tensor):
+            return super().num_measurements
+        observed = (self.svd.singular_values != 0).double().mean()
+        return max(1, round(float(observed) * super().num_measurements))
 
     def laplacian(self, x, sigma=None, *, generator=None, num_probes=1):
         """``tr(A^T A) / sigma_y^2`` (constant in ``x``), by Hutchinson's ``E[|A v|^2]`` with Rademacher ``v``.

@@ -3,7 +3,9 @@ import torch
 
 dinv = pytest.importorskip("deepinv")
 
-from scidiff.likelihoods import GaussianLikelihood, LinearGaussianLikelihood, MissingCapability, from_physics  # noqa: E402
+from scidiff.likelihoods import (  # noqa: E402
+    GaussianLikelihood, LinearGaussianLikelihood, MissingCapability, from_physics, in_model_units,
+)
 
 SHAPE = (1, 8, 8)
 
@@ -71,3 +73,18 @@ def test_errors():
         from_physics(lambda x: x, y, 0.1)
     with pytest.raises(ValueError, match="sigma_y must be positive"):
         from_physics(physics, y, 0.0)
+
+
+def test_num_measurements_counts_observed_entries():
+    """Inpainting returns a zero-filled image: only the kept pixels are measurements; a blur measures all."""
+    noise = dinv.physics.GaussianNoise(0.1)
+    inpaint = dinv.physics.Inpainting(img_size=(1, 8, 8), mask=0.25, noise_model=noise,
+                                      rng=torch.Generator().manual_seed(0))
+    y = torch.zeros(1, 1, 8, 8)
+    assert from_physics(inpaint, y).num_measurements == int(inpaint.mask.sum())
+    assert in_model_units(from_physics(inpaint, y), 0.5, 2.0, shape=(1, 8, 8)).num_measurements == int(inpaint.mask.sum())
+    blur = dinv.physics.BlurFFT(img_size=(1, 8, 8), filter=dinv.physics.functional.blur.gaussian_blur(sigma=(1.0, 1.0)),
+                                noise_model=noise)
+    assert from_physics(blur, y).num_measurements == 64
+    tomo = dinv.physics.Tomography(angles=4, img_width=8, normalize=True, noise_model=noise)
+    assert from_physics(tomo, tomo.A(y)).num_measurements == tomo.A(y)[0].numel()
