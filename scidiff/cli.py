@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ._config import load_config
 
-TOOLS = ("demo", "sample", "export", "datasets", "bridge", "graphs", "reconstruct", "posterior")
+TOOLS = ("demo", "sample", "export", "datasets", "bridge", "graphs", "reconstruct", "posterior", "pde")
 
 #: Module prefixes a config's ``class_path`` may name. A YAML file is data: it must not make ``scidiff fit``
 #: import and build arbitrary classes. Extend with ``SCIDIFF_ALLOW_CLASSES="mylab.callbacks.,mylab.loggers."``.
@@ -234,6 +234,12 @@ def _reconstruct(argv: list[str]) -> dict:
     return report
 
 
+def _pde(argv: list[str]) -> dict:
+    from .pde.cli import main as pde_main
+
+    return pde_main(argv)
+
+
 def _demo(argv: list[str]) -> dict:
     from .demo import main as demo_main
 
@@ -245,7 +251,7 @@ def run(argv: list[str]):
     if argv and argv[0] in TOOLS:
         return {"demo": _demo, "sample": _sample, "export": _export, "datasets": _datasets, "bridge": _bridge,
                 "graphs": _graphs, "reconstruct": _reconstruct,
-                "posterior": _posterior}[argv[0]](argv[1:])
+                "posterior": _posterior, "pde": _pde}[argv[0]](argv[1:])
     return _lightning_cli(argv)
 
 
