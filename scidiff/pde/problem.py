@@ -156,16 +156,31 @@ def guidance_likelihood(pde: str, observations: dict, guidance: Mapping, sigmas,
     )
 
 
+def sampler_settings(section: Mapping | None) -> dict:
+    """The ``sampler:`` section with defaults (200 steps, 8 samples, seed 0, float32), checked."""
+    s = {"steps": 200, "samples": 8, "seed": 0, "dtype": "float32", **(section or {})}
+    unknown = set(s) - {"steps", "samples", "seed", "dtype"}
+    if unknown:
+        raise ValueError(f"sampler: unknown key(s) {sorted(unknown)}; use steps, samples, seed, dtype")
+    if not 1 <= int(s["steps"]) <= 10_000 or int(s["samples"]) < 1:
+        raise ValueError(f"need sampler.steps in [1, 10000] and samples >= 1; got {s['steps']}, {s['samples']}")
+    if s["dtype"] not in _DTYPES:
+        raise ValueError(f"sampler.dtype must be one of {sorted(_DTYPES)}; got {s['dtype']!r}")
+    return s
+
+
+def prior_sigmas(prior, steps: int):
+    """EDM's Karras schedule over the prior's noise range."""
+    return karras_sigmas(int(steps), prior.hparams.sigma_min, prior.hparams.sigma_max)
+
+
 def run_sampler(prior, likelihood, *, steps: int, samples: int, seed: int = 0, dtype="float32", progress=False):
     """Posterior ensemble (physical units) of ``samples`` draws; draw ``i`` uses seed ``seed + i``."""
-    if not 1 <= int(steps) <= 10_000 or int(samples) < 1:
-        raise ValueError(f"need steps in [1, 10000] and samples >= 1; got steps={steps}, samples={samples}")
-    if dtype not in _DTYPES:
-        raise ValueError(f"sampler.dtype must be one of {sorted(_DTYPES)}; got {dtype!r}")
-    sigmas = karras_sigmas(int(steps), prior.hparams.sigma_min, prior.hparams.sigma_max)
+    s = sampler_settings({"steps": steps, "samples": samples, "seed": seed, "dtype": dtype})
     post = sample_diffusionpde(
-        prior, likelihood, (int(samples), *prior.shape), sigmas, dtype=_DTYPES[dtype], progress=progress,
-        generator=seeded_generators(range(int(seed), int(seed) + int(samples))),
+        prior, likelihood, (int(s["samples"]), *prior.shape), prior_sigmas(prior, s["steps"]),
+        dtype=_DTYPES[s["dtype"]], progress=progress,
+        generator=seeded_generators(range(int(s["seed"]), int(s["seed"]) + int(s["samples"]))),
     )
     phys = prior_affine(prior).to_physical(post.samples.double())
     return Posterior(phys, info=post.info)
@@ -199,16 +214,15 @@ def solve_problem(config: Mapping, *, progress: bool = False, prior=None):
     pde = config.get("pde")
     if pde not in PDES:
         raise ValueError(f"pde must be one of {list(PDES)} (joint (a, u) priors); got {pde!r}")
+    s = sampler_settings(config.get("sampler"))  # before anything is loaded
     prior = prior if prior is not None else load_joint_prior(config.get("prior") or f"{pde}32")
     res, params = prior.shape[-1], dict(config.get("pde_params") or {})
     aff = prior_affine(prior)
     truth = load_truth(pde, config.get("truth"), res, params)
     observations = build_observations(config.get("observe"), truth, res, aff.to_physical)
-    s = dict(config.get("sampler") or {})
-    sigmas = karras_sigmas(int(s.get("steps", 200)), prior.hparams.sigma_min, prior.hparams.sigma_max)
+    sigmas = prior_sigmas(prior, s["steps"])
     lik = guidance_likelihood(pde, observations, dict(config.get("guidance") or {}), sigmas, aff.to_physical, params)
-    post = run_sampler(prior, lik, steps=s.get("steps", 200), samples=s.get("samples", 8), seed=s.get("seed", 0),
-                       dtype=s.get("dtype", "float32"), progress=progress)
+    post = run_sampler(prior, lik, **s, progress=progress)
     return to_dataset(pde, post, {f: m for f, (_, m) in observations.items()}, truth, config)
 
 
