@@ -165,3 +165,18 @@ def test_random_mask_counts_and_reproducibility():
     assert m.sum() == 500 and m.dtype == torch.bool
     assert torch.equal(m, random_mask((128, 128), 500, generator=torch.Generator().manual_seed(0)))
     assert random_mask((10, 10), fraction=0.03).sum() == 3
+
+
+def test_stacked_observations_score_each_item_against_its_own_set():
+    n = 5
+    masks = [random_mask((n, n), 4, generator=torch.Generator().manual_seed(s)) for s in (0, 1)]
+    values = [torch.randn(n, n, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in (2, 3)]
+    single = [SparseObservation(v, m, channel=1) for v, m in zip(values, masks)]
+    stacked = SparseObservation.stack(single, repeats=3)
+    x = torch.randn(6, 2, n, n, dtype=torch.float64)
+    expected = torch.cat([single[0].energy(x[:3]), single[1].energy(x[3:])])
+    assert torch.allclose(stacked.energy(x), expected)
+    with pytest.raises(ValueError, match="stacked observation sets"):
+        stacked.energy(x[:4])
+    with pytest.raises(ValueError, match="share the channel"):
+        SparseObservation.stack([single[0], SparseObservation(values[0], masks[0], channel=0)])
