@@ -25,6 +25,7 @@ Usage: python benchmarks/pde.py [--trained darcy32] [--stand-in navier_stokes bu
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -122,14 +123,18 @@ def guided_run(prior, aff, pde, observations, zeta_obs, zeta_pde, guidance, step
     return x.mean(1).numpy(), seconds
 
 
-def trained_rows(args, table: Table, weights: dict | None = None) -> None:
+def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
+    """Test rows (``weights=None``) or the weight search on validation samples; returns the chosen weights."""
     prior = load_joint_prior(args.trained)
     aff, res = prior_affine(prior), prior.shape[-1]
     seed = args.val_seed if weights is not None else args.test_seed
     data = make_dataset("darcy", args.n_test, res, seed=seed, workers=1, progress=False)
     a, u = data.a.values.astype(np.float64), data.u.values.astype(np.float64)
+    chosen = {}
     for task in ("forward", "inverse"):
         cfg = load_config(PROBLEMS / "darcy" / f"{task}.yaml", args.set)
+        if args.weights and weights is None:  # weights chosen by an earlier --tune run
+            cfg["guidance"].update(json.loads(Path(args.weights).read_text())[task])
         field, spec = next((f, s) for f, s in cfg["observe"].items() if s)
         steps = int(args.steps or cfg["sampler"]["steps"])
         samples = int(args.samples or cfg["sampler"]["samples"])
@@ -155,9 +160,15 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> None:
                 best[zo] = run_variant(prior, aff, cfg, obs, a, u, task, f"zeta_{field}={zo:g}, zeta_pde=0", zo, 0.0,
                                        steps, samples, table, args.n_test)
             zo = min(best, key=best.get)
+            with_pde = {0.0: best[zo]}
             for zp in weights["pde"]:
-                run_variant(prior, aff, cfg, obs, a, u, task, f"zeta_{field}={zo:g}, zeta_pde={zp:g}", zo, zp, steps,
-                            samples, table, args.n_test)
+                with_pde[zp] = run_variant(prior, aff, cfg, obs, a, u, task, f"zeta_{field}={zo:g}, zeta_pde={zp:g}",
+                                           zo, zp, steps, samples, table, args.n_test)
+            # The PDE weight for the problem file: the best non-zero one (the ablation runs without it anyway).
+            zp = min((k for k in with_pde if k > 0), key=with_pde.get, default=0.0)
+            chosen[task] = {field: zo, "pde": zp}
+            print(f"[{task}: chosen {chosen[task]}; errors without / with PDE: {with_pde}]")
+    return chosen
 
 
 def run_variant(prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples, table, n_test) -> float:
@@ -344,6 +355,8 @@ def main(argv=None) -> None:
     p.add_argument("--samples", type=int, default=None, help="posterior samples per case (the mean is scored)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the problem files")
     p.add_argument("--tune", action="store_true", help="trained prior: sweep the weights on --val-seed samples")
+    p.add_argument("--tuned-out", default=None, help="--tune: write the chosen weights (JSON) here")
+    p.add_argument("--weights", default=None, help="test rows: weights from a --tuned-out file")
     p.add_argument("--tune-obs-forward", type=float, nargs="+", default=[3.0, 10.0, 30.0])
     p.add_argument("--tune-obs-inverse", type=float, nargs="+", default=[3000.0, 10000.0, 30000.0])
     p.add_argument("--tune-pde", type=float, nargs="+", default=[0.1, 1.0])
@@ -362,7 +375,10 @@ def main(argv=None) -> None:
     if args.trained:
         table = Table()
         weights = {"forward": args.tune_obs_forward, "inverse": args.tune_obs_inverse, "pde": args.tune_pde}
-        trained_rows(args, table, weights if args.tune else None)
+        chosen = trained_rows(args, table, weights if args.tune else None)
+        if args.tune and args.tuned_out:
+            Path(args.tuned_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.tuned_out).write_text(json.dumps(chosen))
         what = f"validation samples (seed {args.val_seed})" if args.tune else f"test samples (seed {args.test_seed})"
         table.print(f"Trained prior {args.trained}, {args.n_test} {what}, 3 % observed; steps x samples per case")
     if args.stand_in:

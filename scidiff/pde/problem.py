@@ -274,13 +274,26 @@ def to_dataset(pde: str, post: Posterior, masks: dict, truth: dict | None, confi
 
 # --- plotting -----------------------------------------------------------------------------------------------
 def plot_solution(ds, path: str | Path) -> Path:
-    """PNG: one row per field (a, u), columns truth (observed points marked) / mean / std / |error|."""
+    """PNG of :func:`solution_figure`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from .._files import atomic_path
+
+    fig = solution_figure(ds)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def solution_figure(ds):
+    """One row per field (a, u), columns truth (observed points marked) / mean / std / |error|."""
+    import matplotlib.pyplot as plt
 
     has_truth = all(f"{f}_true" in ds for f in FIELDS)
     cols = ["truth", "posterior mean", "posterior std", "|error|"] if has_truth else ["posterior mean", "posterior std"]
@@ -306,9 +319,4 @@ def plot_solution(ds, path: str | Path) -> Path:
     fig.suptitle(f"{ds.attrs['pde']} {ds.attrs['mode']}: {ds.sizes['sample']} samples, {ds.attrs['steps']} steps"
                  + (f" ({metrics})" if metrics else ""), fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return fig
