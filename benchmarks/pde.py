@@ -187,6 +187,9 @@ def run_variant(prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples,
         for k in keys:
             table.add("darcy", task, label, names[k], s[k], seconds / n_test if k == keys[0] else 0.0,
                       f"{steps} x {samples}")
+        if task == "forward" and label.startswith("DiffusionPDE"):  # the sampled a, thresholded, through the solver
+            u_hat = solve_darcy(threshold_darcy(means[j, 0]))
+            table.add("darcy", task, label + ": its a, then the solver", names["rel_l2_u"], rel_l2(u_hat, u[j]))
     return float(np.mean(primary))
 
 
