@@ -384,16 +384,13 @@ def main(argv=None) -> None:
             Path(args.tuned_out).write_text(json.dumps(chosen))
         what = f"validation samples (seed {args.val_seed})" if args.tune else f"test samples (seed {args.test_seed})"
         table.print(f"Trained prior {args.trained}, {args.n_test} {what}, 3 % observed; steps x samples per case")
-    if args.stand_in:
-        table = Table()
-        samples = args.samples or 4
-        args.samples = samples
-        for name in args.stand_in:
-            t = time.perf_counter()
-            stand_in_rows(name, args, table)
-            print(f"[{name}: stand-in rows in {time.perf_counter() - t:.0f} s]")
-        table.print(f"Gaussian stand-in priors, {args.n_test} test cases (seed {args.test_seed}) x {samples} samples, "
-                    f"{args.stand_in_steps} Heun steps; NS at {STAND_IN_RES['navier_stokes']}^2, others {args.res}^2")
+    args.samples = args.samples or 4
+    for name in args.stand_in:  # one table per PDE, printed as soon as it is done
+        table, t = Table(), time.perf_counter()
+        stand_in_rows(name, args, table)
+        table.print(f"{name}: Gaussian stand-in prior, {args.n_test} test cases (seed {args.test_seed}) x {args.samples} "
+                    f"samples, {args.stand_in_steps} Heun steps, {STAND_IN_RES.get(name, args.res)}^2; "
+                    f"{time.perf_counter() - t:.0f} s in all")
 
 
 if __name__ == "__main__":
