@@ -349,7 +349,7 @@ def baselines(name: str, truth: np.ndarray, mask: np.ndarray, table: Table) -> N
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--trained", default=None, help="a joint (a, u) Darcy prior: shipped name or file (e.g. darcy32)")
+    p.add_argument("--trained", default=None, help="a joint (a, u) Darcy prior: shipped name or file (default darcy32)")
     p.add_argument("--stand-in", nargs="*", default=[], choices=["poisson", "helmholtz", "darcy", "navier_stokes", "burgers"])
     p.add_argument("--n-test", type=int, default=4)
     p.add_argument("--test-seed", type=int, default=2, help="seed of the test samples (training data: seed 0)")
@@ -372,6 +372,8 @@ def main(argv=None) -> None:
     p.add_argument("--obs-fraction", type=float, default=0.03, help="observed share of the grid (paper: 500/128^2)")
     p.add_argument("--cache", default="outputs/bench_cache", help="folder for generated stand-in data ('' = none)")
     args = p.parse_args(argv)
+    if not args.trained and not args.stand_in:
+        args.trained = "darcy32"
     if args.samples is None:
         args.samples = None if args.trained else 4
     torch.set_num_threads(1)
