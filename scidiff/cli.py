@@ -14,6 +14,8 @@
   file (Lightning predict: any number of devices, resumable, results written once);
 * ``scidiff inverse -c problems/phantom_inpaint/config.yaml`` -- posterior sampling (DPS, RED-Diff, MCGdiff) on a
   held-out CT phantom with the shipped slice prior: NetCDF posterior and a PNG with the uncertainty map;
+* ``scidiff pde -c problems/darcy/forward.yaml`` -- DiffusionPDE solve from sparse observations with the shipped
+  joint Darcy prior (forward, inverse or both-sparse): NetCDF mean/std/truth/mask and a PNG;
 * ``scidiff demo`` -- the end-to-end example on an embedded default.
 """
 
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from ._config import load_config
 
-TOOLS = ("demo", "sample", "export", "datasets", "bridge", "graphs", "reconstruct", "posterior", "inverse")
+TOOLS = ("demo", "sample", "export", "datasets", "bridge", "graphs", "reconstruct", "posterior", "inverse", "pde")
 
 #: Module prefixes a config's ``class_path`` may name. A YAML file is data: it must not make ``scidiff fit``
 #: import and build arbitrary classes. Extend with ``SCIDIFF_ALLOW_CLASSES="mylab.callbacks.,mylab.loggers."``.
@@ -242,6 +244,12 @@ def _inverse(argv: list[str]) -> dict:
     return main(argv)
 
 
+def _pde(argv: list[str]) -> dict:
+    from .pde.cli import main as pde_main
+
+    return pde_main(argv)
+
+
 def _demo(argv: list[str]) -> dict:
     from .demo import main as demo_main
 
@@ -253,7 +261,7 @@ def run(argv: list[str]):
     if argv and argv[0] in TOOLS:
         return {"demo": _demo, "sample": _sample, "export": _export, "datasets": _datasets, "bridge": _bridge,
                 "graphs": _graphs, "reconstruct": _reconstruct,
-                "posterior": _posterior, "inverse": _inverse}[argv[0]](argv[1:])
+                "posterior": _posterior, "inverse": _inverse, "pde": _pde}[argv[0]](argv[1:])
     return _lightning_cli(argv)
 
 

@@ -142,14 +142,33 @@ class SparseObservation(Likelihood):
         grid[idx] = values
         return cls(grid, mask, channel, transform)
 
+    @classmethod
+    def stack(cls, observations: Sequence[SparseObservation], repeats: int = 1) -> SparseObservation:
+        """One observation set per batch item: item ``i`` of a batch of ``len(observations) * repeats`` is scored
+        against ``observations[i // repeats]`` (e.g. several test cases x posterior samples in one sampler run)."""
+        first = observations[0]
+        if any(o.channel != first.channel or o.mask.shape != first.mask.shape for o in observations):
+            raise ValueError("stacked observations must share the channel and the grid")
+        out = cls.__new__(cls)
+        out.channel, out.transform = first.channel, first.transform
+        out.mask = torch.stack([o.mask for o in observations]).repeat_interleave(repeats, 0)
+        out.values = torch.stack([o.values for o in observations]).repeat_interleave(repeats, 0)
+        return out
+
     def energy(self, x: Tensor, sigma: Tensor | None = None) -> Tensor:
         field = self.transform(x)
-        if field.ndim < 2 or self.channel >= field.shape[1] or field.shape[2:] != self.mask.shape[-(field.ndim - 2) :]:
+        spatial = field.shape[2:]
+        per_item = self.mask.ndim == field.ndim - 1 and self.mask.shape[0] > 1  # from stack(): one set per item
+        grid = self.mask.shape[1:] if per_item else self.mask.shape[-(field.ndim - 2) :]
+        if field.ndim < 2 or self.channel >= field.shape[1] or spatial != grid:
             raise ValueError(
-                f"the state of shape {tuple(x.shape)} does not carry channel {self.channel} on a grid {tuple(self.mask.shape)}"
+                f"the state of shape {tuple(x.shape)} does not carry channel {self.channel} on a grid {tuple(grid)}"
             )
-        mask = self.mask.to(field.device).reshape(field.shape[2:])
-        diff = (field[:, self.channel] - self.values.to(field).reshape(field.shape[2:])) * mask
+        if per_item and self.mask.shape[0] != field.shape[0]:
+            raise ValueError(f"{self.mask.shape[0]} stacked observation sets for a batch of {field.shape[0]}")
+        shape = self.mask.shape if per_item else spatial
+        mask = self.mask.to(field.device).reshape(shape)
+        diff = (field[:, self.channel] - self.values.to(field).reshape(shape)) * mask
         return _norm(diff)
 
 

@@ -1,13 +1,10 @@
 """DiffusionPDE sampler against an exact Gaussian prior of a linear PDE (Poisson), whose posterior given
 point observations is known in closed form."""
 
-import numpy as np
 import pytest
 import torch
 
 from scidiff.diffusion import karras_sigmas, randn, sample_heun, seeded_generators
-from scidiff.oracles import Gaussian
-from scidiff.pde import make_dataset
 from scidiff.pde.diffusionpde import (
     ChannelAffine,
     PDEResidual,
@@ -19,27 +16,9 @@ from scidiff.pde.diffusionpde import (
     step_weight,
 )
 
-N = 10
+N = 10  # the grid of the `poisson` fixture (conftest.py)
 STEPS = 60
 
-
-
-@pytest.fixture(scope="module")
-def poisson():
-    """Gaussian fitted to 2000 generated Poisson pairs (a, u) in normalised units, and a held-out truth."""
-    torch.set_num_threads(1)
-    ds = make_dataset("poisson", 2001, N, seed=0, workers=1, progress=False)
-    x = torch.tensor(np.stack([ds.a.values, ds.u.values], 1), dtype=torch.float64)
-    train, truth = x[:2000], x[2000:]
-    std, mean = train.std(dim=(0, 2, 3)), train.mean(dim=(0, 2, 3))
-    aff = ChannelAffine(1 / std, -mean / std)
-    z = aff.to_normalised(train).reshape(2000, -1)
-    # A small nugget: prior samples then violate the PDE a little, so the PDE term has something to do.
-    cov = torch.cov(z.T) + 1e-3 * torch.eye(z.shape[1], dtype=torch.float64)
-    prior = Gaussian(z.mean(0), cov, shape=(2, N, N))
-    mask = random_mask((N, N), fraction=0.3, generator=torch.Generator().manual_seed(1))
-    obs = SparseObservation(truth[0, 0], mask, channel=0, transform=aff.to_physical)
-    return prior, aff, truth, mask, obs
 
 
 def _rel(aff, x, truth, c):
@@ -186,3 +165,18 @@ def test_random_mask_counts_and_reproducibility():
     assert m.sum() == 500 and m.dtype == torch.bool
     assert torch.equal(m, random_mask((128, 128), 500, generator=torch.Generator().manual_seed(0)))
     assert random_mask((10, 10), fraction=0.03).sum() == 3
+
+
+def test_stacked_observations_score_each_item_against_its_own_set():
+    n = 5
+    masks = [random_mask((n, n), 4, generator=torch.Generator().manual_seed(s)) for s in (0, 1)]
+    values = [torch.randn(n, n, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in (2, 3)]
+    single = [SparseObservation(v, m, channel=1) for v, m in zip(values, masks)]
+    stacked = SparseObservation.stack(single, repeats=3)
+    x = torch.randn(6, 2, n, n, dtype=torch.float64)
+    expected = torch.cat([single[0].energy(x[:3]), single[1].energy(x[3:])])
+    assert torch.allclose(stacked.energy(x), expected)
+    with pytest.raises(ValueError, match="stacked observation sets"):
+        stacked.energy(x[:4])
+    with pytest.raises(ValueError, match="share the channel"):
+        SparseObservation.stack([single[0], SparseObservation(values[0], masks[0], channel=0)])
