@@ -40,7 +40,7 @@ def test_reconstruct_with_a_slice_prior(tmp_path, phantom):
 
 def test_errors(phantom):
     with pytest.raises(ValueError, match="operator kind"):
-        reconstruct({"operator": {"kind": "fan"}, "method": "fbp"}, phantom)
+        reconstruct({"operator": {"kind": "helical"}, "method": "fbp"}, phantom)
     with pytest.raises(ValueError, match="method must be one of"):
         reconstruct({"operator": {"kind": "sparse_view"}, "method": "sart"}, phantom)
     with pytest.raises(ValueError, match="needs a slice prior"):
