@@ -222,8 +222,10 @@ def coarsen_sinogram(y_fine: Tensor, n_det: int) -> Tensor:
 class SliceMRI(_VolumePhysics):
     """Per-slice Cartesian CS-MRI on a real volume: ``y = M * F2(x)`` as real/imaginary channels ``(B, 2, D, H, W)``.
 
-    ``F2`` is the orthonormal 2D FFT of each axial slice and ``M`` a 0/1 mask ``(H, W)`` shared by all slices.
-    The adjoint is ``Re F2^{-1}(M * y)`` (exact for the real inner product), and ``|A| = 1``.
+    ``F2`` is the orthonormal 2D FFT of each axial slice with the zero frequency moved to the centre
+    (``fftshift``), the layout of deepinv's and fastMRI's masks; ``M`` is a 0/1 mask ``(H, W)`` in that centred
+    layout, shared by all slices. The adjoint is ``Re F2^{-1}(M * y)`` (exact for the real inner product),
+    and ``|A| = 1``.
     """
 
     def __init__(self, mask: Tensor, **kwargs):
@@ -259,14 +261,14 @@ class SliceMRI(_VolumePhysics):
         _check_volume(x, self.slice_shape)
         if x.shape[1] != 1:
             raise ValueError(f"SliceMRI takes real volumes (B, 1, D, H, W); got {x.shape[1]} channels")
-        k = torch.fft.fft2(x[:, 0], norm="ortho") * self.mask
+        k = torch.fft.fftshift(torch.fft.fft2(x[:, 0], norm="ortho"), dim=(-2, -1)) * self.mask
         return torch.stack([k.real, k.imag], 1)
 
     def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:  # noqa: N802
         _check_volume(y, self.slice_shape, "y")
         if y.shape[1] != 2:
             raise ValueError(f"SliceMRI measurements are (B, 2, D, H, W) real/imaginary; got {y.shape[1]} channels")
-        k = torch.complex(y[:, 0], y[:, 1]) * self.mask
+        k = torch.fft.ifftshift(torch.complex(y[:, 0], y[:, 1]) * self.mask, dim=(-2, -1))
         return torch.fft.ifft2(k, norm="ortho").real[:, None]
 
     def fbp(self, y: Tensor) -> Tensor:
@@ -292,5 +294,5 @@ class SliceMRI(_VolumePhysics):
             shape = [1] * k.ndim
             shape[dim] = n
             k = k * torch.exp(1j * math.pi * freq / (2 * n)).reshape(shape)  # half a fine pixel per axis
-        k = 0.5 * k * self.mask
+        k = 0.5 * torch.fft.fftshift(k, dim=(-2, -1)) * self.mask
         return torch.stack([k.real, k.imag], 1).to(x_fine.dtype)
