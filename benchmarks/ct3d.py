@@ -50,7 +50,7 @@ TASKS = {
 
 #: lam, rho relative to |A|^2, chosen by ``--mode tune`` on the validation volume random2000 at 8 views
 #: (docs/ct3d.md); the library defaults are the same numbers.
-TUNED = {"admm": {"lam": 1e-3, "rho": 1e-2}, "dds": {"lam": 1e-3, "rho": 1e-2}, "mbir": {"lam": 1e-3, "rho": 1e-2}}
+TUNED = {"admm": {"lam": 0.0003, "rho": 0.01}, "dds": {"lam": 0.0003, "rho": 0.01}, "mbir": {"lam": 0.0009, "rho": 0.01}}
 
 
 class PeakRSS:
