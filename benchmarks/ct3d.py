@@ -48,8 +48,8 @@ TASKS = {
     "mri8": lambda w: SliceMRI.random_lines(w, acceleration=8, generator=torch.Generator().manual_seed(0)),
 }
 
-#: lam, rho relative to |A|^2, chosen by ``--mode tune`` on the validation volume random2000 at 8 views
-#: (docs/ct3d.md); the library defaults are the same numbers.
+#: lam, rho relative to |A|^2, chosen by ``--mode tune`` on the validation volume random2000 (8 x 32 x 32, 8 views;
+#: docs/ct3d.md), also in problems/ct3d/*.yaml; the library functions keep lam = 1e-3, rho = 1e-2.
 TUNED = {"admm": {"lam": 0.0003, "rho": 0.01}, "dds": {"lam": 0.0003, "rho": 0.01}, "mbir": {"lam": 0.0009, "rho": 0.01}}
 
 
