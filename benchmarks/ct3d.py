@@ -1,16 +1,26 @@
-"""3D CT from a 2D slice prior: FBP, ADMM-TV, slice-wise 2D diffusion, DiffusionMBIR and DDS on held-out phantoms.
+"""3D CT and MRI from a 2D slice prior: FBP, ADMM-TV, slice-wise 2D diffusion, DiffusionMBIR and DDS on held-out phantoms.
 
 Held-out random-ellipsoid volumes (seeds never used for training) and the 3D Shepp--Logan head, each generated
-on a grid twice as fine (in-plane and along z), measured there, binned to the reconstruction detector and
-grid (``coarsen_sinogram``): the inverse crime is avoided. Truth = the fine phantom averaged over 2x2x2 voxels.
-Tasks: sparse view 8/4/2 angles over [0, 180), limited angle 0--89 degrees; noise-free measurements.
+on a grid twice as fine (in-plane and along z) and measured there (``op.A_from_finer``: CT binned to the
+reconstruction detector, MRI sampled at the reconstruction grid's frequencies): the inverse crime is avoided.
+Truth = the fine phantom averaged over 2x2x2 voxels. Tasks: parallel-beam sparse view 8/4/2 angles over
+[0, 180), limited angle 0--89 degrees, fan-beam 8 views over 360 degrees, CS-MRI 4x/8x (random lines);
+noise-free measurements.
+
+Modes:
+  table  (default) metrics of every method on every task, then a summary against ADMM-TV and DiffusionMBIR;
+  tune   grid search of lam, rho (relative to |A|^2) on a validation volume (``random2000``, not the test
+         volume) at 8 views; the chosen values are this script's defaults and those of problems/ct3d/*.yaml;
+  speed  DDS (50 steps) against DiffusionMBIR at the papers' 2000 steps, both run in full on a small volume,
+         plus per-step wall time of both.
 
 Metrics: 3D PSNR (peak = truth range), mean per-slice PSNR / SSIM over the non-empty axial, coronal and
 sagittal slices; wall time; peak resident memory above the process baseline while the method runs (sampled
 every 5 ms). Ratios are against ADMM-TV (dB gain) and DiffusionMBIR (speed) in the same process.
 
-Usage (repository root): PYTHONPATH=. python benchmarks/ct3d.py [--size 32] [--depth 16] [--tasks sv8 sv4 sv2 la90]
-    [--mbir-steps 200] [--mbir-tasks sv8] [--dds-steps 50] [--prior ct_slices32] [--threads 1]
+Usage (repository root): PYTHONPATH=. python benchmarks/ct3d.py [--mode table|tune|speed] [--size 32] [--depth 16]
+    [--tasks sv8 sv4 sv2 la90 fan8 mri4 mri8] [--mbir-steps 200] [--mbir-tasks sv8] [--dds-steps 50]
+    [--prior ct_slices32] [--threads 1]
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
 from scidiff.inverse import admm_tv, dds, diffusion_mbir, fbp
-from scidiff.likelihoods.volume import SliceTomography, coarsen_sinogram
+from scidiff.likelihoods.volume import SliceMRI, SliceTomography
 from scidiff.volumes import random_ellipsoids, shepp_logan_3d
 from scidiff.volumes.pipeline import load_slice_prior
 
@@ -33,7 +43,14 @@ TASKS = {
     "sv4": lambda w: SliceTomography.sparse_view(4, w),
     "sv2": lambda w: SliceTomography.sparse_view(2, w),
     "la90": lambda w: SliceTomography.limited_angle(w, 90.0),
+    "fan8": lambda w: SliceTomography.fan_beam(8, w),
+    "mri4": lambda w: SliceMRI.random_lines(w, acceleration=4, generator=torch.Generator().manual_seed(0)),
+    "mri8": lambda w: SliceMRI.random_lines(w, acceleration=8, generator=torch.Generator().manual_seed(0)),
 }
+
+#: lam, rho relative to |A|^2, chosen by ``--mode tune`` on the validation volume random2000 (8 x 32 x 32, 8 views;
+#: docs/ct3d.md), also in problems/ct3d/*.yaml; the library functions keep lam = 1e-3, rho = 1e-2.
+TUNED = {"admm": {"lam": 0.0003, "rho": 0.01}, "dds": {"lam": 0.0003, "rho": 0.01}, "mbir": {"lam": 0.0009, "rho": 0.01}}
 
 
 class PeakRSS:
@@ -84,34 +101,108 @@ def slice_metrics(rec: torch.Tensor, truth: torch.Tensor) -> dict:
     return out
 
 
+def methods_for(prior, op, y, task: str, args) -> dict:
+    """The reconstructions to compare on one task, as thunks."""
+    seed = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    kw = {"admm": {"lam": args.admm_lam, "rho": args.admm_rho}, "dds": {"lam": args.dds_lam, "rho": args.dds_rho},
+          "mbir": {"lam": args.mbir_lam, "rho": args.mbir_rho}}
+    methods = {
+        "FBP" if isinstance(op, SliceTomography) else "zero-filled": lambda: fbp(op, y),
+        "ADMM-TV": lambda: admm_tv(op, y, tv="all", n_iter=30, n_cg=20, **kw["admm"]),
+        "2D slices (DDS, no z-TV)": lambda: dds(prior, op, y, n_steps=args.dds_steps, tv="none", generator=seed()).samples,
+        "DDS": lambda: dds(prior, op, y, n_steps=args.dds_steps, generator=seed(), **kw["dds"]).samples,
+    }
+    if task in args.mbir_tasks:
+        methods["DiffusionMBIR"] = lambda: diffusion_mbir(prior, op, y, n_steps=args.mbir_steps, generator=seed(),
+                                                          **kw["mbir"]).samples
+    return methods
+
+
+def measure(fn) -> tuple[torch.Tensor, float, float]:
+    """``(result, wall seconds, peak MiB)`` of one call."""
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        rec = fn()
+        wall = time.perf_counter() - t0
+    return rec, wall, mem.mib
+
+
+def problem(ph: str, task: str, depth: int, size: int):
+    """``(operator, measurements, truth)``: the phantom measured on its 2x finer grid."""
+    fine = phantom(ph, depth, size)
+    op = TASKS[task](size)
+    op.norm2()  # |A|^2 (power iteration, cached) outside every method's timing
+    return op, op.A_from_finer(fine), torch.nn.functional.avg_pool3d(fine, 2)
+
+
 def run(args) -> list[dict]:
     prior = load_slice_prior(args.prior)
     rows = []
     for ph in args.phantoms:
-        fine = phantom(ph, args.depth, args.size)
-        truth = torch.nn.functional.avg_pool3d(fine, 2)
         for task in args.tasks if ph != "shepp" else ["sv8"]:
-            op, op_fine = TASKS[task](args.size), TASKS[task](2 * args.size)
-            y = coarsen_sinogram(op_fine.A(fine), op.n_det)
-            methods = {
-                "FBP": lambda: fbp(op, y),
-                "ADMM-TV": lambda: admm_tv(op, y, tv="all", n_iter=30, n_cg=20),
-                "2D slices (DDS, no z-TV)": lambda: dds(prior, op, y, n_steps=args.dds_steps, tv="none",
-                                                       generator=torch.Generator().manual_seed(0)).samples,
-                "DDS": lambda: dds(prior, op, y, n_steps=args.dds_steps, generator=torch.Generator().manual_seed(0)).samples,
-            }
-            if task in args.mbir_tasks and ph != "shepp":
-                methods["DiffusionMBIR"] = lambda: diffusion_mbir(prior, op, y, n_steps=args.mbir_steps,
-                                                                  generator=torch.Generator().manual_seed(0)).samples
-            for name, fn in methods.items():
-                with PeakRSS() as mem:
-                    t0 = time.perf_counter()
-                    rec = fn()
-                    wall = time.perf_counter() - t0
-                rows.append({"phantom": ph, "task": task, "method": name, "wall_s": wall, "peak_mib": mem.mib,
+            op, y, truth = problem(ph, task, args.depth, args.size)
+            for name, fn in methods_for(prior, op, y, task if ph != "shepp" else "", args).items():
+                rec, wall, mib = measure(fn)
+                rows.append({"phantom": ph, "task": task, "method": name, "wall_s": wall, "peak_mib": mib,
                              **slice_metrics(rec, truth)})
                 print(_row(rows[-1]), flush=True)
     return rows
+
+
+def tune(args) -> None:
+    """Validation PSNR (3D) over a grid of ``lam``, ``rho`` at 8 views: ADMM-TV and DDS on a grid, then
+    DiffusionMBIR (the costly one) at DDS's best ``rho`` and ``lam`` times 1 and 3 (the same ADMM problem)."""
+    prior = load_slice_prior(args.prior)
+    op, y, truth = problem(args.val_phantom, "sv8", args.depth, args.size)
+    seed = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    grid = [(lam, rho) for lam in (3e-4, 1e-3, 3e-3) for rho in (1e-2, 1e-1)]
+    solvers = {
+        "ADMM-TV": lambda lam, rho: admm_tv(op, y, lam=lam, rho=rho, tv="all", n_iter=30, n_cg=20),
+        "DDS": lambda lam, rho: dds(prior, op, y, n_steps=args.dds_steps, lam=lam, rho=rho, generator=seed()).samples,
+        f"DiffusionMBIR ({args.mbir_steps} steps)": lambda lam, rho: diffusion_mbir(
+            prior, op, y, n_steps=args.mbir_steps, lam=lam, rho=rho, generator=seed()).samples,
+    }
+    print(f"validation volume {args.val_phantom}, {args.depth} x {args.size} x {args.size}, sv8\n")
+    print("| method | lam / |A|^2 | rho / |A|^2 | PSNR 3D | axial | coronal | sagittal | wall s |")
+    print("|---|---|---|---|---|---|---|---|")
+    best = None
+    for name, fn in solvers.items():
+        if name.startswith("DiffusionMBIR"):
+            grid = [(best[1], best[2]), (3 * best[1], best[2])]
+        best = None
+        for lam, rho in grid:
+            rec, wall, _ = measure(lambda: fn(lam, rho))
+            m = slice_metrics(rec, truth)
+            print(f"| {name} | {lam:g} | {rho:g} | {m['psnr3d']:.2f} | {m['axial_psnr']:.2f} | {m['coronal_psnr']:.2f} | "
+                  f"{m['sagittal_psnr']:.2f} | {wall:.1f} |", flush=True)
+            best = max(best or (m["psnr3d"], lam, rho), (m["psnr3d"], lam, rho))
+        print(f"| **{name} best** | {best[1]:g} | {best[2]:g} | {best[0]:.2f} | | | | |", flush=True)
+
+
+def speed(args) -> None:
+    """DDS against DiffusionMBIR at the papers' step counts, both in full, on a ``--speed-depth`` volume at 8 views."""
+    prior = load_slice_prior(args.prior)
+    op, y, truth = problem(args.phantoms[0], "sv8", args.speed_depth, args.size)
+    seed = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    runs = {
+        f"DDS ({args.dds_steps} steps)": (args.dds_steps, lambda: dds(
+            prior, op, y, n_steps=args.dds_steps, lam=args.dds_lam, rho=args.dds_rho, generator=seed()).samples),
+        "ADMM-TV": (30, lambda: admm_tv(op, y, lam=args.admm_lam, rho=args.admm_rho, tv="all", n_iter=30, n_cg=20)),
+        f"DiffusionMBIR ({args.speed_mbir_steps} steps)": (args.speed_mbir_steps, lambda: diffusion_mbir(
+            prior, op, y, n_steps=args.speed_mbir_steps, lam=args.mbir_lam, rho=args.mbir_rho, generator=seed()).samples),
+    }
+    print(f"phantom {args.phantoms[0]}, volume {args.speed_depth} x {args.size} x {args.size} (measured at 2x), sv8\n")
+    print("| method | steps | wall s | s / step | PSNR 3D | axial | coronal | sagittal |")
+    print("|---|---|---|---|---|---|---|---|")
+    walls = {}
+    for name, (steps, fn) in runs.items():
+        rec, wall, _ = measure(fn)
+        walls[name] = wall
+        m = slice_metrics(rec, truth)
+        print(f"| {name} | {steps} | {wall:.1f} | {wall / steps:.4f} | {m['psnr3d']:.2f} | {m['axial_psnr']:.2f} | "
+              f"{m['coronal_psnr']:.2f} | {m['sagittal_psnr']:.2f} |", flush=True)
+    dds_name, mbir_name = list(runs)[0], list(runs)[2]
+    print(f"\nDiffusionMBIR / DDS wall time: {walls[mbir_name] / walls[dds_name]:.1f}x (measured, full runs)")
 
 
 def _row(r: dict) -> str:
@@ -163,19 +254,35 @@ def memory_table(prior: str, depths=(16, 64), chunks=(4, 64)) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mode", choices=["table", "tune", "speed"], default="table")
     p.add_argument("--size", type=int, default=32, help="in-plane size of the reconstruction (the prior's slices)")
     p.add_argument("--depth", type=int, default=16, help="number of axial slices")
     p.add_argument("--phantoms", nargs="+", default=["random1000", "shepp"], help="randomSEED (held out) or shepp")
+    p.add_argument("--val-phantom", default="random2000", help="validation volume of --mode tune")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--mbir-tasks", nargs="+", default=["sv8"])
     p.add_argument("--mbir-steps", type=int, default=200)
     p.add_argument("--dds-steps", type=int, default=50)
+    p.add_argument("--speed-depth", type=int, default=8, help="volume depth of --mode speed")
+    p.add_argument("--speed-mbir-steps", type=int, default=2000, help="DiffusionMBIR steps of --mode speed (paper: 2000)")
+    for m, v in TUNED.items():
+        p.add_argument(f"--{m.replace('_', '-')}-lam", type=float, default=v["lam"], help="relative to |A|^2")
+        p.add_argument(f"--{m.replace('_', '-')}-rho", type=float, default=v["rho"], help="relative to |A|^2")
     p.add_argument("--prior", default="ct_slices32")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory table")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"volume {args.depth} x {args.size} x {args.size} (measured at 2x), {args.threads} thread(s), torch {torch.__version__}\n")
-    memory_table(args.prior)
+    print(f"mode {args.mode}, {args.threads} thread(s), torch {torch.__version__}, prior {args.prior}")
+    print("lam / rho relative to |A|^2: " + ", ".join(
+        f"{m} {getattr(args, m + '_lam'):g} / {getattr(args, m + '_rho'):g}" for m in TUNED) + "\n")
+    if args.mode == "tune":
+        return tune(args)
+    if args.mode == "speed":
+        return speed(args)
+    print(f"volume {args.depth} x {args.size} x {args.size} (measured at 2x)\n")
+    if not args.no_memory:
+        memory_table(args.prior)
     print("\n| phantom | task | method | PSNR 3D | axial PSNR / SSIM | coronal | sagittal | wall s | peak MiB |")
     print("|---|---|---|---|---|---|---|---|---|")
     rows = run(args)

@@ -2,7 +2,7 @@
 
 A config (YAML, see ``problems/ct3d/``) names the operator, the method and its arguments::
 
-    operator: {kind: sparse_view, n_views: 8}      # or limited_angle (range_deg), mri (acceleration)
+    operator: {kind: sparse_view, n_views: 8}      # or limited_angle (range_deg), fan_beam (n_views), mri (acceleration)
     noise_sigma: 0.0                               # Gaussian noise on the measurements, in their units
     method: dds                                    # fbp | admm_tv | diffusion_mbir | dds
     method_args: {n_steps: 50, eta: 0.85}
@@ -24,39 +24,33 @@ from .io import to_xarray, spacing_of
 METHODS = ("fbp", "admm_tv", "diffusion_mbir", "dds")
 
 
-def build_operator(spec: dict, width: int, *, finer: int = 1):
-    """The volume operator described by ``spec`` for slices ``width x width`` (``finer``: grid refinement)."""
+def build_operator(spec: dict, width: int):
+    """The volume operator described by ``spec`` for slices ``width x width``."""
     from ..likelihoods.volume import SliceMRI, SliceTomography
 
     spec = dict(spec)
     kind = spec.pop("kind", None)
     if kind == "sparse_view":
-        return SliceTomography.sparse_view(int(spec.pop("n_views", 8)), width * finer, **spec)
+        return SliceTomography.sparse_view(int(spec.pop("n_views", 8)), width, **spec)
     if kind == "limited_angle":
-        return SliceTomography.limited_angle(width * finer, **spec)
+        return SliceTomography.limited_angle(width, **spec)
+    if kind == "fan_beam":
+        return SliceTomography.fan_beam(int(spec.pop("n_views", 8)), width, **spec)
     if kind == "mri":
-        if finer != 1:
-            raise ValueError("MRI measurements are simulated on the reconstruction grid (finer=1)")
         return SliceMRI.random_lines(width, generator=torch.Generator().manual_seed(int(spec.pop("seed", 0))), **spec)
-    raise ValueError(f"operator kind must be 'sparse_view', 'limited_angle' or 'mri'; got {kind!r}")
+    raise ValueError(f"operator kind must be 'sparse_view', 'limited_angle', 'fan_beam' or 'mri'; got {kind!r}")
 
 
 def simulate(spec: dict, x, *, noise_sigma: float = 0.0, generator=None):
     """Measurements of ``x`` ``(B, 1, D, H, W)`` and the operator for reconstruction on ``x``'s grid.
 
-    CT is simulated on a 2x finer grid (in-plane and along z) and binned to the detector of the coarse
-    operator (:func:`~scidiff.likelihoods.volume.coarsen_sinogram`): the inverse crime is avoided.
+    The object is refined 2x (in-plane and along z) and measured there, then binned to the coarse detector
+    (CT, :func:`~scidiff.likelihoods.volume.coarsen_sinogram`) or sampled at the coarse grid's frequencies
+    (MRI): ``op.A_from_finer``. The inverse crime is avoided.
     """
-    from ..likelihoods.volume import SliceMRI, coarsen_sinogram
-
-    width = x.shape[-1]
-    op = build_operator(spec, width)
-    if isinstance(op, SliceMRI):
-        y = op.A(x)
-    else:
-        fine = build_operator(spec, width, finer=2)
-        x_fine = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
-        y = coarsen_sinogram(fine.A(x_fine), op.n_det)
+    op = build_operator(spec, x.shape[-1])
+    x_fine = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+    y = op.A_from_finer(x_fine)
     if noise_sigma > 0:
         y = y + noise_sigma * torch.randn(y.shape, generator=generator, dtype=y.dtype)
     return op, y
