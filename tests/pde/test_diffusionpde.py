@@ -16,7 +16,7 @@ from scidiff.pde.diffusionpde import (
     step_weight,
 )
 
-N = 10  # the grid of the `poisson` fixture (conftest.py)
+N = 10  # the grid of the `poisson` fixture (tests/conftest.py)
 STEPS = 60
 
 
