@@ -117,6 +117,8 @@ def red_diff(
     table = _sigma_table(levels, order, shape[0], generator, mu)
     weights = lam * WEIGHTINGS[weighting](table)
     optimizer = torch.optim.Adam([mu], lr=lr, betas=betas, weight_decay=0.0)
+    # counted once: the count reads the operator's singular values, a device sync if done every step
+    n_meas = likelihood.num_measurements if data_term == "mean" else None
     for k in tqdm(range(len(levels)), disable=not progress, desc="red-diff", leave=False):
         sigma = table[:, k]
         sigma_b = append_dims(sigma, mu.ndim)
@@ -125,7 +127,7 @@ def red_diff(
         with torch.no_grad():
             eps_diff = (x0 - denoiser(x0 + sigma_b * eps, sigma, **cond)) / sigma_b
         loss_noise = (eps_diff * x0).flatten(1).mean(1)
-        loss = weights[:, k] * loss_noise + obs_weight * _data_loss(likelihood, x0, sigma, data_term)
+        loss = weights[:, k] * loss_noise + obs_weight * _data_loss(likelihood, x0, sigma, n_meas)
         optimizer.zero_grad(set_to_none=True)
         # chains are independent: summing per-chain losses keeps every chain's Adam update batch-size free
         loss.sum().backward()
@@ -139,11 +141,11 @@ def red_diff(
     return Posterior(samples=samples, info=info)
 
 
-def _data_loss(likelihood, x0: Tensor, sigma: Tensor, data_term: str) -> Tensor:
-    if data_term == "mean":
+def _data_loss(likelihood, x0: Tensor, sigma: Tensor, n_meas: int | None) -> Tensor:
+    if n_meas is not None:
         # a mean over the measured entries only: the reference operators return just the observed pixels
         # (inpainting keeps ``x[:, kept]``), while zero-filled ones would dilute the data term by the mask ratio
-        return likelihood.residual(x0).pow(2).flatten(1).sum(1) / (2 * likelihood.num_measurements)
+        return likelihood.residual(x0).pow(2).flatten(1).sum(1) / (2 * n_meas)
     return likelihood.energy(x0, sigma)
 
 

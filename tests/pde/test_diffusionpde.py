@@ -180,3 +180,22 @@ def test_stacked_observations_score_each_item_against_its_own_set():
         stacked.energy(x[:4])
     with pytest.raises(ValueError, match="share the channel"):
         SparseObservation.stack([single[0], SparseObservation(values[0], masks[0], channel=0)])
+
+
+def test_a_diverging_run_names_the_first_non_finite_step():
+    from scidiff.diffusion import karras_sigmas
+    from scidiff.oracles import Gaussian
+    from scidiff.pde.diffusionpde import sample_diffusionpde
+
+    class Exploding:  # a guidance term whose gradient is NaN on the last step
+        def __init__(self):
+            self.calls = 0
+
+        def energy(self, x0, sigma):
+            self.calls += 1
+            return x0.flatten(1).sum(1) * (float("nan") if self.calls == 6 else 0.0)
+
+    prior = Gaussian(torch.zeros(4), torch.eye(4), shape=(1, 2, 2))
+    with pytest.raises(ValueError, match="non-finite .* at step 5 of 6"):
+        sample_diffusionpde(prior, Exploding(), (2, 1, 2, 2), karras_sigmas(6, 0.02, 20.0), progress=False,
+                            generator=torch.Generator().manual_seed(0))

@@ -6,7 +6,6 @@ itself are not counted (the oracle validates its input; a network does not on a 
 (validating the start, building the result) are allowed; the count must not grow with the number of steps.
 """
 
-import inspect
 
 import pytest
 import torch
@@ -21,12 +20,6 @@ from scidiff.pde.diffusionpde import PDEResidual, SparseObservation, diffusionpd
 from host_syncs import SyncCounter, syncs, to_device
 
 SHAPE = (1, 4, 4)
-
-
-def finite_check_line() -> int:
-    """The line of DiffusionPDE's per-step NaN check in scidiff/pde/diffusionpde.py."""
-    lines, start = inspect.getsourcelines(sample_diffusionpde)
-    return start + next(k for k, line in enumerate(lines) if "check_finite(x," in line)
 
 
 def mixture():
@@ -83,8 +76,6 @@ def test_no_sync_per_step(name, per_sample):
     assert len(long) == len(short), f"{name}: {len(long) - len(short)} more syncs for 4 more steps: {long}"
 
 
-@pytest.mark.xfail(strict=True, reason="scidiff/pde/diffusionpde.py checks the state for NaN after every step "
-                                       "(check_finite: one host sync per step)")
 def test_diffusionpde_guidance_has_no_sync_per_step():
     def run(steps):
         sigmas = karras_sigmas(steps, 0.02, 20.0)
@@ -94,19 +85,6 @@ def test_diffusionpde_guidance_has_no_sync_per_step():
 
     short, long = run(4), run(8)
     assert len(long) == len(short), f"{len(long) - len(short)} more syncs for 4 more steps: {long}"
-
-
-def test_diffusionpde_guidance_syncs_only_in_its_finite_check():
-    """Until the check above is lifted: DiffusionPDE's only per-step sync is that NaN check, one per step."""
-    def run(steps):
-        sigmas = karras_sigmas(steps, 0.02, 20.0)
-        lik = pde_likelihood(sigmas)
-        return syncs(lambda c: sample_diffusionpde(c.quiet(mixture()), lik, (3, *SHAPE), sigmas,
-                                                   generator=seeded_generators(3), device="meta", progress=False))
-
-    short, long = run(4), run(8)
-    assert len(long) - len(short) == 4, long
-    assert {where.split(" <- ")[-1] for _, where in long} == {f"pde/diffusionpde.py:{finite_check_line()}"}
 
 
 def test_cg_polls_every_eighth_iteration():
