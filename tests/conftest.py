@@ -1,3 +1,11 @@
+import os
+
+# One thread in every process the suite starts (notebook kernels, 2-process DDP runs): their tensors are small,
+# and on a shared machine a second OpenMP thread per process only spins against other jobs (a notebook cell that
+# takes seconds alone took over 300 s beside a training run). Set before any kernel or worker is spawned.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 import pytest
 import torch
 
