@@ -9,7 +9,7 @@ Two kinds of prediction are understood:
   along a ``measurement`` dimension into one NetCDF file or into the root of one Zarr store.
 
 A part under its final name is always complete: it is written under a temporary name and renamed when done
-(:func:`scidiff._files.atomic_path` for files, :func:`atomic_dir` for Zarr groups). So after a crash the
+(:func:`scidiff._files.atomic_path` for files, :func:`scidiff._files.atomic_dir` for Zarr groups). So after a crash the
 finished results are exactly the parts present; a rerun skips them (``done_indices``), computes the rest and
 writes each result once. Both writers share this logic (:class:`PartsPredictionWriter`); they differ only in
 how one part is stored and read and where the merged result goes.
@@ -20,41 +20,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from .._files import atomic_dir
 from .netcdf import write_netcdf
-
-
-@contextmanager
-def atomic_dir(path: str | Path) -> Iterator[str]:
-    """Yield a temporary folder beside ``path``; on success rename it to ``path``, else remove it.
-
-    The folder counterpart of :func:`scidiff._files.atomic_path` (a Zarr group is a folder): the rename is
-    atomic on POSIX file systems, so ``path`` is either absent or complete. If ``path`` appeared meanwhile
-    (written by someone else), it is kept and the temporary folder dropped.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates 0700; results are ordinary folders
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if not path.exists():
-                raise
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
 
 
 def _remove(path: Path) -> None:
