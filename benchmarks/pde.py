@@ -49,7 +49,9 @@ from scidiff.pde.diffusionpde import (
 from scidiff.pde.elliptic import _laplacian
 from scidiff.pde.problem import (
     load_joint_prior,
+    PDE_FORMS,
     observation_mask,
+    pde_term,
     prior_affine,
     prior_sigmas,
     rel_l2,
@@ -106,11 +108,16 @@ class Table:
 
 
 # --- trained joint prior (Darcy) ----------------------------------------------------------------------------
-def guided_run(prior, aff, pde, observations, zeta_obs, zeta_pde, guidance, steps, samples):
+# Forms of the PDE term (guidance ``pde_form``, scidiff.pde.problem.pde_term): the paper's un-squared residual in
+# the L2, H^-1 and H^-2 norms, and the preconditioned (Richardson) step on u; weights to try with --tune.
+TUNE_PDE = {"l2": [0.1, 1.0, 3.0], "h-1": [1e2, 1e3], "h-2": [1e3, 1e4], "preconditioned": [0.1, 0.3, 0.6]}
+
+
+def guided_run(prior, aff, pde, observations, zeta_obs, zeta_pde, guidance, steps, samples, form="l2"):
     """One batched sampler run over all test cases (``samples`` draws each); returns per-case physical means."""
     sigmas = prior_sigmas(prior, steps)
     obs = SparseObservation.stack(observations, repeats=samples)
-    residual = PDEResidual(joint_residual(pde), aff.to_physical)
+    residual = pde_term(pde, {"pde_form": form}, aff)
     lik = diffusionpde_likelihood(
         [(obs, zeta_obs)], residual, zeta_pde, sigmas,
         switch=float(guidance.get("switch", 0.8)), late_obs_factor=float(guidance.get("late_obs_factor", 0.1)),
@@ -123,6 +130,12 @@ def guided_run(prior, aff, pde, observations, zeta_obs, zeta_pde, guidance, step
     return x.mean(1).numpy(), seconds
 
 
+def pde_weights(guidance: dict) -> dict:
+    """``{form: zeta_pde}`` from a weights file (``pde``: ``{form: weight}``, or a number for the paper's l2 form)."""
+    w = guidance.get("pde", 0.0)
+    return {k: float(v) for k, v in w.items()} if isinstance(w, dict) else {"l2": float(w)}
+
+
 def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
     """Test rows (``weights=None``) or the weight search on validation samples; returns the chosen weights."""
     prior = load_joint_prior(args.trained)
@@ -131,7 +144,7 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
     data = make_dataset("darcy", args.n_test, res, seed=seed, workers=1, progress=False)
     a, u = data.a.values.astype(np.float64), data.u.values.astype(np.float64)
     chosen = {}
-    for task in ("forward", "inverse"):
+    for task in args.tasks:
         cfg = load_config(PROBLEMS / "darcy" / f"{task}.yaml", args.set)
         if args.weights and weights is None:  # weights chosen by an earlier --tune run
             cfg["guidance"].update(json.loads(Path(args.weights).read_text())[task])
@@ -141,6 +154,8 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
         masks = [observation_mask({**spec, "seed": int(spec.get("seed", 0)) + j}, res, field)[0] for j in range(args.n_test)]
         ch = "au".index(field)
         obs = [SparseObservation(torch.as_tensor([a, u][ch][j]), masks[j], ch, aff.to_physical) for j in range(args.n_test)]
+        run = lambda label, zo, zp, form="l2": run_variant(  # noqa: E731
+            prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples, table, args.n_test, form)
         if weights is None:
             for j in range(args.n_test * (task == "forward")):
                 t = time.perf_counter()
@@ -150,31 +165,31 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
                 a_int = threshold_darcy(interpolate(a[j], masks[j].numpy()))
                 table.add("darcy", task, "interpolate a + solver", "rel. L2 of u", rel_l2(solve_darcy(a_int), u[j]),
                           time.perf_counter() - t)
-            variants = [("DiffusionPDE, obs only", float(cfg["guidance"][field]), 0.0),
-                        ("DiffusionPDE, obs + PDE", float(cfg["guidance"][field]), float(cfg["guidance"].get("pde", 0)))]
-            for label, zo, zp in variants:
-                run_variant(prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples, table, args.n_test)
-        else:  # coordinate search: the observation weight without the PDE term, then the PDE weight
-            best = {}
-            for zo in weights[task]:
-                best[zo] = run_variant(prior, aff, cfg, obs, a, u, task, f"zeta_{field}={zo:g}, zeta_pde=0", zo, 0.0,
-                                       steps, samples, table, args.n_test)
+            zo, zps = float(cfg["guidance"][field]), pde_weights(cfg["guidance"])
+            run("DiffusionPDE, obs only", zo, 0.0)
+            for form in args.pde_forms:
+                if form not in zps:
+                    raise SystemExit(f"no weight for the PDE form {form} in the {task} guidance: {cfg['guidance']}")
+                run(f"DiffusionPDE, obs + PDE ({form}, zeta {zps[form]:g})", zo, zps[form], form)
+        else:  # coordinate search: the observation weight without the PDE term, then the PDE weight of each norm
+            best = {zo: run(f"zeta_{field}={zo:g}, zeta_pde=0", zo, 0.0) for zo in weights[task]}
             zo = min(best, key=best.get)
-            with_pde = {0.0: best[zo]}
-            for zp in weights["pde"]:
-                with_pde[zp] = run_variant(prior, aff, cfg, obs, a, u, task, f"zeta_{field}={zo:g}, zeta_pde={zp:g}",
-                                           zo, zp, steps, samples, table, args.n_test)
-            # The PDE weight for the problem file: the best non-zero one (the ablation runs without it anyway).
-            zp = min((k for k in with_pde if k > 0), key=with_pde.get, default=0.0)
-            chosen[task] = {field: zo, "pde": zp}
-            print(f"[{task}: chosen {chosen[task]}; errors without / with PDE: {with_pde}]")
+            chosen[task] = {field: zo, "pde": {}}
+            for form in args.pde_forms:
+                with_pde = {0.0: best[zo]}
+                for zp in weights[form]:
+                    with_pde[zp] = run(f"zeta_{field}={zo:g}, zeta_pde={zp:g} ({form})", zo, zp, form)
+                # The best non-zero weight (the ablation runs without the PDE term anyway).
+                chosen[task]["pde"][form] = min((k for k in with_pde if k > 0), key=with_pde.get, default=0.0)
+                print(f"[{task}, {form}: errors without / with PDE: {with_pde}]", flush=True)
+            print(f"[{task}: chosen {chosen[task]}]", flush=True)
     return chosen
 
 
-def run_variant(prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples, table, n_test) -> float:
+def run_variant(prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples, table, n_test, form="l2") -> float:
     """Score one weight setting on all cases; returns the mean primary error (inf if the sampler diverged)."""
     try:
-        means, seconds = guided_run(prior, aff, "darcy", obs, zo, zp, cfg["guidance"], steps, samples)
+        means, seconds = guided_run(prior, aff, "darcy", obs, zo, zp, cfg["guidance"], steps, samples, form)
     except ValueError as e:  # check_finite: the weights blew the state up
         print(f"[{task} {label}: {e}]")
         return float("inf")
@@ -362,7 +377,11 @@ def main(argv=None) -> None:
     p.add_argument("--weights", default=None, help="test rows: weights from a --tuned-out file")
     p.add_argument("--tune-obs-forward", type=float, nargs="+", default=[3.0, 10.0, 30.0])
     p.add_argument("--tune-obs-inverse", type=float, nargs="+", default=[3000.0, 10000.0, 30000.0])
-    p.add_argument("--tune-pde", type=float, nargs="+", default=[0.1, 1.0])
+    p.add_argument("--tune-pde", action="append", default=[], metavar="FORM=W1,W2,...",
+                   help=f"PDE weights to try for a form (defaults: {TUNE_PDE})")
+    p.add_argument("--pde-forms", nargs="+", default=["l2", "preconditioned"], choices=list(PDE_FORMS),
+                   help="forms of the PDE term to run (l2: the paper's; see scidiff.pde.problem.pde_term)")
+    p.add_argument("--tasks", nargs="+", default=["forward", "inverse"], choices=["forward", "inverse"])
     p.add_argument("--res", type=int, default=32, help="stand-in grid (Navier-Stokes: 16)")
     p.add_argument("--stand-in-steps", type=int, default=60)
     p.add_argument("--n-train", type=int, default=2500, help="stand-in training samples (elliptic PDEs)")
@@ -379,7 +398,10 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     if args.trained:
         table = Table()
-        weights = {"forward": args.tune_obs_forward, "inverse": args.tune_obs_inverse, "pde": args.tune_pde}
+        weights = {"forward": args.tune_obs_forward, "inverse": args.tune_obs_inverse, **TUNE_PDE}
+        for item in args.tune_pde:
+            form, _, values = item.partition("=")
+            weights[form] = [float(v) for v in values.split(",")]
         chosen = trained_rows(args, table, weights if args.tune else None)
         if args.tune and args.tuned_out:
             Path(args.tuned_out).parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from scipy.sparse.linalg import splu, spsolve
 from torch import Tensor
 
@@ -135,3 +136,30 @@ def helmholtz_residual(a: Tensor, u: Tensor, k: float = 1.0) -> Tensor:
     check_fields({"a": a, "u": u}, 3)
     check_square(u, "u")
     return _laplacian(u) + k**2 * u[..., 1:-1, 1:-1] - a[..., 1:-1, 1:-1]
+
+
+# --- the constant-coefficient operator as a preconditioner --------------------------------------------------
+@lru_cache(maxsize=8)
+def _dirichlet_sine_basis(m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs of the 1D Dirichlet ``-d^2/dx^2`` (three-point, ``m`` interior nodes, ``h = 1 / (m + 1)``).
+
+    The eigenvectors ``S[j, k] = sqrt(2 / (m + 1)) sin(pi j k / (m + 1))`` (the DST-I) form a symmetric
+    orthogonal matrix (``S @ S = I``); the eigenvalues are ``(2 - 2 cos(pi k / (m + 1))) / h^2``.
+    """
+    k = np.arange(1, m + 1)
+    basis = np.sqrt(2.0 / (m + 1)) * np.sin(np.pi * np.outer(k, k) / (m + 1))
+    return basis, (2.0 - 2.0 * np.cos(np.pi * k / (m + 1))) * (m + 1) ** 2
+
+
+def laplacian_power(r: Tensor, power: float) -> Tensor:
+    """``(-lap_h)^power r`` for fields ``r`` ``(..., m, m)`` on the interior nodes of an ``(m + 2)^2`` grid of
+    ``[0, 1]^2`` with zero Dirichlet data (the operator of :func:`poisson_residual`); differentiable.
+
+    ``-lap_h`` is diagonal in the 2D sine basis (eigenvalues ``lambda_i + lambda_j``), so any real power is
+    two small matrix products each way. ``power = -1`` solves the Poisson problem ``-lap_h v = r``.
+    """
+    check_square(r, "the residual", min_size=1)
+    basis, lam = _dirichlet_sine_basis(r.shape[-1])
+    s = torch.as_tensor(basis, dtype=r.dtype, device=r.device)
+    scale = torch.as_tensor(np.add.outer(lam, lam) ** power, dtype=r.dtype, device=r.device)
+    return s @ ((s @ r @ s) * scale) @ s

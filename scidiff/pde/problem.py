@@ -26,6 +26,7 @@ from ._checks import node_coords
 from .diffusionpde import (
     ChannelAffine,
     PDEResidual,
+    PreconditionedPDEStep,
     SparseObservation,
     diffusionpde_likelihood,
     joint_residual,
@@ -139,19 +140,39 @@ def build_observations(
 
 
 # --- solving ------------------------------------------------------------------------------------------------
-def guidance_likelihood(pde: str, observations: dict, guidance: Mapping, sigmas, transform, pde_params=None):
-    """DiffusionPDE's energy with the problem file's weights ``guidance: {a, u, pde, switch, late_obs_factor}``."""
-    unknown = set(guidance) - {"a", "u", "pde", "switch", "late_obs_factor"}
+GUIDANCE_KEYS = ("a", "u", "pde", "pde_form", "switch", "late_obs_factor")
+#: Forms of the PDE term: the paper's un-squared residual in the L2 (default), H^-1 or H^-2 norm, or the
+#: preconditioned step on u (:class:`~scidiff.pde.diffusionpde.PreconditionedPDEStep`).
+PDE_FORMS = ("l2", "h-1", "h-2", "preconditioned")
+
+
+def pde_term(pde: str, guidance: Mapping, aff: ChannelAffine, pde_params=None):
+    """The PDE term of a problem file's ``guidance`` (``pde_form``, one of :data:`PDE_FORMS`; default ``l2``,
+    the paper's). The preconditioned step uses ``a_ref`` = the normaliser's mean of a for Darcy (else 1) and
+    clips Darcy's sampled a to the range of its two values before solving for u."""
+    form = str(guidance.get("pde_form", "l2"))
+    if form not in PDE_FORMS:
+        raise ValueError(f"guidance.pde_form: unknown form {form!r}; use one of {list(PDE_FORMS)}")
+    if form == "preconditioned":
+        a_ref = float(aff.to_physical(torch.zeros(1, 2, 1, 1, dtype=torch.float64))[0, 0]) if pde == "darcy" else 1.0
+        a_range = DARCY_VALUES if pde == "darcy" else None
+        return PreconditionedPDEStep(pde, aff, a_ref, a_range, **(pde_params or {}))
+    return PDEResidual(joint_residual(pde, **(pde_params or {})), aff.to_physical, norm=form)
+
+
+def guidance_likelihood(pde: str, observations: dict, guidance: Mapping, sigmas, aff: ChannelAffine, pde_params=None):
+    """DiffusionPDE's energy with the problem file's weights ``guidance: {a, u, pde, switch, late_obs_factor}``
+    and the form of its PDE term (:func:`pde_term`)."""
+    unknown = set(guidance) - set(GUIDANCE_KEYS)
     if unknown:
-        raise ValueError(f"guidance: unknown key(s) {sorted(unknown)}; use a, u, pde, switch, late_obs_factor")
+        raise ValueError(f"guidance: unknown key(s) {sorted(unknown)}; use {', '.join(GUIDANCE_KEYS)}")
     pairs = []
     for field, (obs, _) in observations.items():
         if guidance.get(field) is None:
             raise ValueError(f"guidance.{field} (the weight of the observed {field}) is missing")
         pairs.append((obs, float(guidance[field])))
-    residual = PDEResidual(joint_residual(pde, **(pde_params or {})), transform)
     return diffusionpde_likelihood(
-        pairs, residual, float(guidance.get("pde", 0.0)), sigmas,
+        pairs, pde_term(pde, guidance, aff, pde_params), float(guidance.get("pde", 0.0)), sigmas,
         switch=float(guidance.get("switch", 0.8)), late_obs_factor=float(guidance.get("late_obs_factor", 0.1)),
     )
 
@@ -221,7 +242,7 @@ def solve_problem(config: Mapping, *, progress: bool = False, prior=None):
     truth = load_truth(pde, config.get("truth"), res, params)
     observations = build_observations(config.get("observe"), truth, res, aff.to_physical)
     sigmas = prior_sigmas(prior, s["steps"])
-    lik = guidance_likelihood(pde, observations, dict(config.get("guidance") or {}), sigmas, aff.to_physical, params)
+    lik = guidance_likelihood(pde, observations, dict(config.get("guidance") or {}), sigmas, aff, params)
     post = run_sampler(prior, lik, **s, progress=progress)
     return to_dataset(pde, post, {f: m for f, (_, m) in observations.items()}, truth, config)
 

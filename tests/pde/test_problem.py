@@ -129,9 +129,11 @@ def test_scores_and_threshold():
         ({"observe": {"w": {"fraction": 0.1}}}, ValueError, "unknown field 'w'"),
         ({"guidance": {"pde": 1.0}}, ValueError, "guidance.a"),
         ({"guidance": {"a": 1.0, "zeta": 2}}, ValueError, "unknown key"),
+        ({"guidance": {"a": 1.0, "pde": 1.0, "pde_form": "h1"}}, ValueError, "unknown form 'h1'"),
         ({"pde": "navier_stokes"}, ValueError, "pde must be one of"),
-        ({"truth": {"generate": {"seed": 0}}, "pde": "poisson", "observe": {"u": {"fraction": 0.1}}, "guidance": {"u": 1}},
-         None, None),
+        ({"truth": {"generate": {"seed": 0}}, "pde": "poisson", "observe": {"u": {"fraction": 0.1}},
+          "guidance": {"u": 1, "pde": 10.0, "pde_form": "h-2"}}, None, None),
+        ({"pde": "darcy", "guidance": {"a": 1.0, "pde": 0.5, "pde_form": "preconditioned"}}, None, None),
         ({"truth": None}, ValueError, "no sensor values"),
         ({"truth": {"url": "x"}}, ValueError, "truth:"),
         ({"sampler": {"steps": 0}}, ValueError, "steps"),
@@ -143,7 +145,7 @@ def test_scores_and_threshold():
 def test_bad_problem_files_raise(tiny_prior, change, error, match):
     config = {**FORWARD, "prior": tiny_prior, **change}
     if error is None:  # a valid variant: runs
-        assert solve_problem(config).attrs["mode"] == "inverse"
+        assert solve_problem(config).attrs["mode"] == ("inverse" if "u" in config["observe"] else "forward")
         return
     with pytest.raises(error, match=match):
         solve_problem(config)
