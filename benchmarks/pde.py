@@ -138,14 +138,16 @@ def pde_weights(guidance: dict) -> dict:
 
 def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
     """Test rows (``weights=None``) or the weight search on validation samples; returns the chosen weights."""
-    prior = load_joint_prior(args.trained)
+    pde, solve = args.pde, SOLVERS[args.pde]
+    prior_spec = args.trained or load_config(PROBLEMS / pde / "forward.yaml")["prior"]
+    prior = load_joint_prior(prior_spec)
     aff, res = prior_affine(prior), prior.shape[-1]
     seed = args.val_seed if weights is not None else args.test_seed
-    data = make_dataset("darcy", args.n_test, res, seed=seed, workers=1, progress=False)
+    data = make_dataset(pde, args.n_test, res, seed=seed, workers=1, progress=False)
     a, u = data.a.values.astype(np.float64), data.u.values.astype(np.float64)
     chosen = {}
     for task in args.tasks:
-        cfg = load_config(PROBLEMS / "darcy" / f"{task}.yaml", args.set)
+        cfg = load_config(PROBLEMS / pde / f"{task}.yaml", args.set)
         if args.weights and weights is None:  # weights chosen by an earlier --tune run
             cfg["guidance"].update(json.loads(Path(args.weights).read_text())[task])
         field, spec = next((f, s) for f, s in cfg["observe"].items() if s)
@@ -155,23 +157,17 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
         ch = "au".index(field)
         obs = [SparseObservation(torch.as_tensor([a, u][ch][j]), masks[j], ch, aff.to_physical) for j in range(args.n_test)]
         run = lambda label, zo, zp, form="l2": run_variant(  # noqa: E731
-            prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples, table, args.n_test, form)
+            pde, prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples, table, args.n_test, form)
         if weights is None:
-            for j in range(args.n_test * (task == "forward")):
-                t = time.perf_counter()
-                table.add("darcy", task, "solver, true a (floor)", "rel. L2 of u", rel_l2(solve_darcy(a[j]), u[j]),
-                          time.perf_counter() - t)
-                t = time.perf_counter()
-                a_int = threshold_darcy(interpolate(a[j], masks[j].numpy()))
-                table.add("darcy", task, "interpolate a + solver", "rel. L2 of u", rel_l2(solve_darcy(a_int), u[j]),
-                          time.perf_counter() - t)
+            for j in range(args.n_test):
+                trained_baselines(pde, task, a[j], u[j], masks[j].numpy(), table)
             zo, zps = float(cfg["guidance"][field]), pde_weights(cfg["guidance"])
             run("DiffusionPDE, obs only", zo, 0.0)
             for form in args.pde_forms:
                 if form not in zps:
                     raise SystemExit(f"no weight for the PDE form {form} in the {task} guidance: {cfg['guidance']}")
                 run(f"DiffusionPDE, obs + PDE ({form}, zeta {zps[form]:g})", zo, zps[form], form)
-        else:  # coordinate search: the observation weight without the PDE term, then the PDE weight of each norm
+        else:  # coordinate search: the observation weight without the PDE term, then the PDE weight of each form
             best = {zo: run(f"zeta_{field}={zo:g}, zeta_pde=0", zo, 0.0) for zo in weights[task]}
             zo = min(best, key=best.get)
             chosen[task] = {field: zo, "pde": {}}
@@ -186,25 +182,46 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
     return chosen
 
 
-def run_variant(prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples, table, n_test, form="l2") -> float:
+def trained_baselines(pde: str, task: str, a: np.ndarray, u: np.ndarray, mask: np.ndarray, table: Table) -> None:
+    """Forward: the solver with the true a (the floor) and interpolation of the sparse a + the solver (Darcy: the
+    interpolant thresholded to {3, 12}). Inverse (Poisson, Helmholtz): interpolation of the sparse u + the operator
+    (Darcy's a is not determined pointwise by an interpolated u: no such baseline)."""
+    if task == "forward":
+        t = time.perf_counter()
+        table.add(pde, task, "solver, true a (floor)", "rel. L2 of u", rel_l2(SOLVERS[pde](a), u), time.perf_counter() - t)
+        t = time.perf_counter()
+        a_int = interpolate(a, mask)
+        a_int = threshold_darcy(a_int) if pde == "darcy" else a_int
+        table.add(pde, task, "interpolate a + solver", "rel. L2 of u", rel_l2(SOLVERS[pde](a_int), u),
+                  time.perf_counter() - t)
+    elif pde != "darcy":
+        t = time.perf_counter()
+        u_int = interpolate(u, mask)
+        lap = _laplacian(torch.as_tensor(u_int)[None])[0].numpy()
+        a_hat = lap + (1.0 if pde == "helmholtz" else 0.0) * u_int[1:-1, 1:-1]
+        table.add(pde, task, "interpolate u + operator", "rel. L2 of a (interior)", rel_l2(a_hat, a[1:-1, 1:-1]),
+                  time.perf_counter() - t)
+
+
+def run_variant(pde, prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples, table, n_test, form="l2") -> float:
     """Score one weight setting on all cases; returns the mean primary error (inf if the sampler diverged)."""
     try:
-        means, seconds = guided_run(prior, aff, "darcy", obs, zo, zp, cfg["guidance"], steps, samples, form)
+        means, seconds = guided_run(prior, aff, pde, obs, zo, zp, cfg["guidance"], steps, samples, form)
     except ValueError as e:  # check_finite: the weights blew the state up
         print(f"[{task} {label}: {e}]")
         return float("inf")
-    keys = ("rel_l2_u",) if task == "forward" else ("error_rate_a", "rel_l2_a")
+    keys = ("rel_l2_u",) if task == "forward" else (("error_rate_a",) if pde == "darcy" else ()) + ("rel_l2_a",)
     names = {"rel_l2_u": "rel. L2 of u", "rel_l2_a": "rel. L2 of a (interior)", "error_rate_a": "error rate of a"}
     primary = []
     for j in range(n_test):
-        s = scores("darcy", {"a": means[j, 0], "u": means[j, 1]}, {"a": a[j], "u": u[j]})
+        s = scores(pde, {"a": means[j, 0], "u": means[j, 1]}, {"a": a[j], "u": u[j]})
         primary.append(s[keys[0]])
         for k in keys:
-            table.add("darcy", task, label, names[k], s[k], seconds / n_test if k == keys[0] else 0.0,
+            table.add(pde, task, label, names[k], s[k], seconds / n_test if k == keys[0] else 0.0,
                       f"{steps} x {samples}")
-        if task == "forward" and label.startswith("DiffusionPDE"):  # the sampled a, thresholded, through the solver
-            u_hat = solve_darcy(threshold_darcy(means[j, 0]))
-            table.add("darcy", task, label + ": its a, then the solver", names["rel_l2_u"], rel_l2(u_hat, u[j]))
+        if task == "forward" and label.startswith("DiffusionPDE"):  # the sampled a (Darcy: thresholded), then the solver
+            a_hat = threshold_darcy(means[j, 0]) if pde == "darcy" else means[j, 0]
+            table.add(pde, task, label + ": its a, then the solver", names["rel_l2_u"], rel_l2(SOLVERS[pde](a_hat), u[j]))
     return float(np.mean(primary))
 
 
@@ -345,26 +362,15 @@ def baselines(name: str, truth: np.ndarray, mask: np.ndarray, table: Table) -> N
                   time.perf_counter() - t)
         return
     a, u = truth
-    solve = SOLVERS[name]
-    table.add(name, "forward", "solver, true a (floor)", metric_name(name, "", 1), rel_l2(solve(a), u),
-              time.perf_counter() - t)
-    t = time.perf_counter()
-    a_int = interpolate(a, mask)
-    a_int = threshold_darcy(a_int) if name == "darcy" else a_int
-    table.add(name, "forward", "interpolate a + solver", metric_name(name, "", 1), rel_l2(solve(a_int), u),
-              time.perf_counter() - t)
-    if name != "darcy":
-        t = time.perf_counter()
-        u_int = interpolate(u, mask)
-        lap = _laplacian(torch.as_tensor(u_int)[None])[0].numpy()
-        a_hat = lap + (1.0 if name == "helmholtz" else 0.0) * u_int[1:-1, 1:-1]
-        table.add(name, "inverse", "interpolate u + operator", metric_name(name, "", 0),
-                  rel_l2(a_hat, a[1:-1, 1:-1]), time.perf_counter() - t)
+    for task in ("forward", "inverse"):
+        trained_baselines(name, task, a, u, mask, table)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--trained", default=None, help="a joint (a, u) Darcy prior: shipped name or file (default darcy32)")
+    p.add_argument("--pde", default="darcy", choices=list(SOLVERS), help="trained rows: the PDE (problems/<pde>/)")
+    p.add_argument("--trained", default=None,
+                   help="trained rows with this joint (a, u) prior (shipped name or file); default: the problem files'")
     p.add_argument("--stand-in", nargs="*", default=[], choices=["poisson", "helmholtz", "darcy", "navier_stokes", "burgers"])
     p.add_argument("--n-test", type=int, default=4)
     p.add_argument("--test-seed", type=int, default=2, help="seed of the test samples (training data: seed 0)")
@@ -391,12 +397,9 @@ def main(argv=None) -> None:
     p.add_argument("--obs-fraction", type=float, default=0.03, help="observed share of the grid (paper: 500/128^2)")
     p.add_argument("--cache", default="outputs/bench_cache", help="folder for generated stand-in data ('' = none)")
     args = p.parse_args(argv)
-    if not args.trained and not args.stand_in:
-        args.trained = "darcy32"
-    if args.samples is None:
-        args.samples = None if args.trained else 4
+    trained = bool(args.trained) or not args.stand_in
     torch.set_num_threads(1)
-    if args.trained:
+    if trained:
         table = Table()
         weights = {"forward": args.tune_obs_forward, "inverse": args.tune_obs_inverse, **TUNE_PDE}
         for item in args.tune_pde:
@@ -407,7 +410,8 @@ def main(argv=None) -> None:
             Path(args.tuned_out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.tuned_out).write_text(json.dumps(chosen))
         what = f"validation samples (seed {args.val_seed})" if args.tune else f"test samples (seed {args.test_seed})"
-        table.print(f"Trained prior {args.trained}, {args.n_test} {what}, 3 % observed; steps x samples per case")
+        prior = args.trained or load_config(PROBLEMS / args.pde / "forward.yaml")["prior"]
+        table.print(f"{args.pde}: trained prior {prior}, {args.n_test} {what}, 3 % observed; steps x samples per case")
     args.samples = args.samples or 4
     for name in args.stand_in:  # one table per PDE, printed as soon as it is done
         table, t = Table(), time.perf_counter()

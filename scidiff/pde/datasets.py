@@ -128,14 +128,20 @@ def make_dataset(
     workers: int | None = None,
     chunk_size: int | None = None,
     progress: bool = True,
+    pairs: bool = False,
     **params,
 ):
     """Generate ``n`` samples of the DiffusionPDE problem ``name`` at resolution ``res``; see module docs.
 
     ``params`` override the PDE defaults of :data:`SPECS` (e.g. ``k=2.0`` for Helmholtz, ``n_snapshots=20``).
+    ``pairs=True`` (Navier--Stokes only) returns DiffusionPDE's pairs ``a`` = w(t=0), ``u`` = w(t_final) instead of
+    the trajectories (:func:`joint_pair`), so that a data module's ``generate: {name: navier_stokes, pairs: true}``
+    trains a joint prior over ``variables: [a, u]`` like the elliptic PDEs'.
     """
     import xarray as xr
 
+    if pairs and name != "navier_stokes":
+        raise ValueError(f"pairs=True pairs the Navier-Stokes vorticity at t = 0 and t_final; got dataset {name!r}")
     p = _params(name, params)
     if int(n) < 1 or int(res) < (8 if name == "navier_stokes" else 4):
         raise ValueError(f"need n >= 1 and a resolution of at least 4 (8 for Navier-Stokes); got n={n}, res={res}")
@@ -145,7 +151,7 @@ def make_dataset(
     sol = solve_all(name, inputs, p, workers=workers, chunk_size=chunk_size, progress=progress)
     ds = xr.Dataset(_variables(name, inputs, sol, p), coords=_coords(name, n, res, sol, p))
     ds.attrs = _attrs(name, p, seed, res)
-    return ds
+    return joint_pair(ds) if pairs else ds
 
 
 def _coords(name: str, n: int, res: int, sol: np.ndarray, p: dict) -> dict:

@@ -50,6 +50,23 @@ def test_navier_stokes_dataset_and_pairs():
     assert np.array_equal(pair["u"].values, ds["w"].isel(time=-1).values)
 
 
+def test_navier_stokes_pairs_through_the_data_module():
+    """``generate: {name: navier_stokes, pairs: true}`` gives a data module of (w0, w1) pairs as channels (a, u)."""
+    from scidiff.data.datamodule import FieldDataModule
+    from scidiff.pde import solve_navier_stokes
+
+    spec = {"name": "navier_stokes", "pairs": True, "n": 4, "res": 8, "seed": 3, "n_snapshots": 1, "dt_solver": 0.01}
+    dm = FieldDataModule(generate=spec, variables=["a", "u"], normalize=False, val_fraction=0.25, batch_size=2)
+    assert dm.event_shape == [2, 8, 8]
+    x = dm.data.double()
+    w1 = solve_navier_stokes(x[:, 0].numpy(), 1.0, 1, 0.01)[:, -1]
+    assert np.abs(x[:, 1].numpy() - w1).max() < 1e-5 * np.abs(w1).max()  # float32 storage
+    traj = make_dataset("navier_stokes", 4, 8, seed=3, workers=1, progress=False, n_snapshots=1, dt_solver=0.01)
+    assert np.array_equal(x[:, 0].float().numpy(), traj["w"].isel(time=0).values)
+    with pytest.raises(ValueError, match="pairs=True pairs the Navier-Stokes"):
+        make_dataset("darcy", 2, 8, workers=1, progress=False, pairs=True)
+
+
 def test_burgers_dataset():
     ds = make_dataset("burgers", 2, 32, seed=0, workers=1, progress=False, refine=2)
     assert ds["u"].dims == ("sample", "time", "x") and ds["u"].shape == (2, 32, 32)
