@@ -3,14 +3,17 @@
 Two parts; each prints a Markdown table with the error, its ratio to the interpolation baseline, steps and wall
 time per case.
 
-* ``--trained PRIOR`` (default ``darcy32``, the shipped joint (a, u) Darcy prior): forward (a observed at 3 % of
-  the points, error of u) and inverse (u observed, error rate of a thresholded to {3, 12} and rel. L2 of a) on
-  test samples drawn with ``--test-seed`` (training data: seed 0; the guidance weights in
-  ``problems/darcy/{forward,inverse}.yaml`` were tuned on seed 1 with ``--tune``). Methods: the reference solver
+* Trained rows (the default; ``--pde darcy`` or ``--pde poisson``, the shipped joint (a, u) priors ``darcy32`` and
+  ``poisson32``, or ``--trained PRIOR`` for another file): forward (a observed at 3 % of the points, error of u)
+  and inverse (u observed, error of a: Darcy's error rate after thresholding to {3, 12} and rel. L2 of a) on test
+  samples drawn with ``--test-seed`` (training data: seed 0; the guidance weights in
+  ``problems/<pde>/guidance_weights.json`` were tuned on seed 1 with ``--tune``). Methods: the reference solver
   with the full true coefficient (the floor: 0 up to float32 storage, the data come from the same solver),
-  linear interpolation of the sparse a followed by the solver (forward; Darcy's inverse has no such baseline: a
-  is not determined pointwise by an interpolated u), and the guided sampler with and without its PDE term
-  (ablation). Steps, samples and weights come from the problem files unless overridden.
+  interpolation of the sparse a followed by the solver (forward), interpolation of the sparse u followed by the
+  operator (Poisson inverse; Darcy's a is not determined pointwise by an interpolated u), and the guided sampler
+  without its PDE term (ablation) and with each form of it named by ``--pde-forms`` (``l2``: the paper's;
+  ``preconditioned``: the preconditioned step on u; ``h-1``, ``h-2``: the residual in weaker norms; see
+  ``docs/pde.md``). Steps, samples and weights come from the problem files unless overridden.
 * ``--stand-in PDE ...``: the same comparison with a Gaussian fitted to generated training data as the prior (exact
   for the joint law of the linear PDEs up to the fit, only a rough prior for Darcy, Navier--Stokes and Burgers),
   so that the closed-form posterior mean is a reference. Navier--Stokes uses DiffusionPDE's pairs (w at t = 0,
@@ -19,7 +22,7 @@ time per case.
 
 Errors of a are taken on interior nodes (boundary values of a do not enter the elliptic equations).
 
-Usage: python benchmarks/pde.py [--trained darcy32] [--stand-in navier_stokes burgers] [--n-test 4] [--tune]
+Usage: python benchmarks/pde.py [--pde darcy|poisson] [--weights W.json] [--tune] [--stand-in helmholtz navier_stokes burgers]
 """
 
 from __future__ import annotations
@@ -131,9 +134,10 @@ def guided_run(prior, aff, pde, observations, zeta_obs, zeta_pde, guidance, step
 
 
 def pde_weights(guidance: dict) -> dict:
-    """``{form: zeta_pde}`` from a weights file (``pde``: ``{form: weight}``, or a number for the paper's l2 form)."""
+    """``{form: zeta_pde}`` from a weights file (``pde``: ``{form: weight}``) or a problem file (``pde`` with
+    ``pde_form``, default the paper's l2)."""
     w = guidance.get("pde", 0.0)
-    return {k: float(v) for k, v in w.items()} if isinstance(w, dict) else {"l2": float(w)}
+    return {k: float(v) for k, v in w.items()} if isinstance(w, dict) else {guidance.get("pde_form", "l2"): float(w)}
 
 
 def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
@@ -148,8 +152,9 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
     chosen = {}
     for task in args.tasks:
         cfg = load_config(PROBLEMS / pde / f"{task}.yaml", args.set)
-        if args.weights and weights is None:  # weights chosen by an earlier --tune run
-            cfg["guidance"].update(json.loads(Path(args.weights).read_text())[task])
+        tuned = Path(args.weights) if args.weights else PROBLEMS / pde / "guidance_weights.json"
+        if weights is None and tuned.is_file():  # weights chosen by an earlier --tune run
+            cfg["guidance"].update(json.loads(tuned.read_text())[task])
         field, spec = next((f, s) for f, s in cfg["observe"].items() if s)
         steps = int(args.steps or cfg["sampler"]["steps"])
         samples = int(args.samples or cfg["sampler"]["samples"])
@@ -380,7 +385,8 @@ def main(argv=None) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the problem files")
     p.add_argument("--tune", action="store_true", help="trained prior: sweep the weights on --val-seed samples")
     p.add_argument("--tuned-out", default=None, help="--tune: write the chosen weights (JSON) here")
-    p.add_argument("--weights", default=None, help="test rows: weights from a --tuned-out file")
+    p.add_argument("--weights", default=None,
+                   help="test rows: weights from a --tuned-out file (default problems/<pde>/guidance_weights.json)")
     p.add_argument("--tune-obs-forward", type=float, nargs="+", default=[3.0, 10.0, 30.0])
     p.add_argument("--tune-obs-inverse", type=float, nargs="+", default=[3000.0, 10000.0, 30000.0])
     p.add_argument("--tune-pde", action="append", default=[], metavar="FORM=W1,W2,...",
