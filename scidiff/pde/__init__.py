@@ -9,6 +9,7 @@ from .burgers import burgers_residual, solve_burgers
 from .elliptic import (
     darcy_residual,
     helmholtz_residual,
+    laplacian_power,
     poisson_residual,
     solve_darcy,
     solve_helmholtz,
