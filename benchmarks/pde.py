@@ -142,7 +142,7 @@ def pde_weights(guidance: dict) -> dict:
 
 def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
     """Test rows (``weights=None``) or the weight search on validation samples; returns the chosen weights."""
-    pde, solve = args.pde, SOLVERS[args.pde]
+    pde = args.pde
     prior_spec = args.trained or load_config(PROBLEMS / pde / "forward.yaml")["prior"]
     prior = load_joint_prior(prior_spec)
     aff, res = prior_affine(prior), prior.shape[-1]

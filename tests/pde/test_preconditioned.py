@@ -9,6 +9,7 @@ import torch
 from scidiff.diffusion import karras_sigmas
 from scidiff.pde import solve_poisson
 from scidiff.pde.diffusionpde import (
+    PDE_NORMS,
     ChannelAffine,
     PDEResidual,
     PreconditionedPDEStep,
@@ -44,12 +45,10 @@ def test_gauss_newton_conditioning_in_u(norm, power):
     n = 8
     m = n - 2
     pde = PDEResidual(joint_residual("poisson"), norm=norm)
-    from scidiff.pde.diffusionpde import PDE_NORMS, laplacian_power as lp  # the operator the energy applies
-
     def pr(u_inner):  # P R(a = 0, u) on the interior unknowns
         u = torch.nn.functional.pad(u_inner.reshape(1, m, m), (1, 1, 1, 1))
         r = joint_residual("poisson")(torch.stack([torch.zeros_like(u), u], 1))
-        return lp(r, PDE_NORMS[norm]).flatten()
+        return laplacian_power(r, PDE_NORMS[norm]).flatten()  # the operator the energy applies
 
     jac = torch.autograd.functional.jacobian(pr, torch.zeros(m * m, dtype=torch.float64))
     eig = torch.linalg.eigvalsh(jac.T @ jac)
