@@ -14,11 +14,14 @@ from scidiff.diffusion import karras_sigmas, seeded_generators
 from scidiff.dynamics.events import (
     EventConditionedDenoiser,
     event_log_probability,
+    guidance_calibration,
     linear_event,
     sample_event,
     sample_predictor_corrector,
     threshold_event,
 )
+
+from scidiff.oracles import Gaussian
 
 from gaussian_event import D, _problem, _truncated_moments
 
@@ -177,3 +180,22 @@ def test_bad_inputs():
         event_log_probability(oracle, linear_event(a, b), far, karras_sigmas(8))
     with pytest.raises(ValueError, match="non-finite"):
         linear_event(torch.tensor([float("nan")]), 0.0)
+
+
+def test_guidance_calibration_holds_for_linear_events_and_fails_for_a_maximum():
+    """Law of total probability: E[Phi(C(x0_hat)/s)] = P(E) at every level when the approximation is exact."""
+    oracle, a, b, *_ = _problem(0.05)
+    x0 = oracle.sample(4000, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    rows = guidance_calibration(oracle, linear_event(a, b), x0, [0.1, 1.0, 10.0],
+                                generator=torch.Generator().manual_seed(7))
+    for r in rows:
+        se = math.sqrt(r["p_event"] * (1 - r["p_event"]) / 4000)
+        assert abs(r["mean_phi"] - r["p_event"]) < 4 * se
+        assert r["log_score"] > math.log(0.95) * 0.95 + math.log(0.05) * 0.05 - 0.01  # no worse than constant P(E)
+    # a maximum over coordinates: linearised at the blurred mean, the approximation misses at large sigma
+    iso = Gaussian(torch.zeros(D, dtype=torch.float64), torch.eye(D, dtype=torch.float64))
+    x0 = iso.sample(4000, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    high = guidance_calibration(iso, lambda x: x.amax(1) - 1.0, x0, [10.0], generator=torch.Generator().manual_seed(9))
+    assert high[0]["mean_phi"] < 0.5 * high[0]["p_event"]
+    with pytest.raises(ValueError, match="both inside and outside"):
+        guidance_calibration(iso, lambda x: x.amax(1) + 100.0, x0, [1.0])
