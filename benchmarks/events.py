@@ -18,6 +18,9 @@ event-conditioned law. Events are ``max_t x(t) > threshold`` with thresholds at 
    subset simulation's final population (MCMC samples of the prior's conditional law).
 3. **P(E) estimates** against the simulator: subset simulation, the pool's Monte Carlo fraction, rejection at the
    wall time of subset simulation, and (``--pf-ode``) the paper's ``log p(x) - log p(x | E)`` identity.
+4. (``--n-calibration N``) **The guidance approximation on data** (``scidiff.dynamics.guidance_calibration``): on
+   N noised simulator windows per level, the mean of ``Phi(C(x0_hat)/s)``, which the exact ``P(E | x_sigma)``
+   keeps equal to P(E) at every level (law of total probability), and the log score against the constant P(E).
 
 Tolerances (stated, not asserted): a KS distance passes when below the two-sample 5 % critical value
 ``1.358 sqrt((n + m) / (n m))`` (n samples against m simulator trajectories; for MCMC samples the effective n is
@@ -39,6 +42,7 @@ from scidiff.diffusion import karras_sigmas, sample, seeded_generators
 from scidiff.dynamics import (
     event_log_probability,
     event_probability_splitting,
+    guidance_calibration,
     sample_event,
     simulate,
     threshold_event,
@@ -91,14 +95,15 @@ def prior_pool(prior, n: int, sigmas, seed: int, batch: int = 256) -> tuple[torc
 
 
 def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n_split: int, samplers, seed: int,
-        pf_ode: bool = False, n_like: int = 16, like_steps: int = 12, probes: int = 2) -> dict:
+        pf_ode: bool = False, n_like: int = 16, like_steps: int = 12, probes: int = 2, n_calibration: int = 0,
+        calibration_sigmas=(10.0, 3.0, 1.0, 0.3, 0.05)) -> dict:
     shape = prior.shape
     mc = monte_carlo(n_mc, shape[-1], seed)
     scale = mc.std((0, 2))
     sigmas = karras_sigmas(steps, prior.hparams.sigma_min, prior.hparams.sigma_max)
     pool, wall_pool = prior_pool(prior, n_pool, sigmas, seed + 10**6)
     rate = n_pool / wall_pool
-    out = {"tail": [], "samplers": [], "estimates": [], "ks_uncond": ks_max(pool, mc), "n_pool": n_pool,
+    out = {"tail": [], "samplers": [], "estimates": [], "calibration": [], "ks_uncond": ks_max(pool, mc), "n_pool": n_pool,
            "rate": rate, "n_mc": n_mc}
     for q in quantiles:
         label = f"{100 * (1 - q):.3g} %"
@@ -108,6 +113,10 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
         p_mc, truth = float(inside.float().mean()), mc[inside]
         in_pool = pool[event(pool) > 0]
         p_pool = len(in_pool) / n_pool
+        if n_calibration:
+            rows = guidance_calibration(prior, event, prior.normalize(mc[:n_calibration]), calibration_sigmas,
+                                        transform=prior.denormalize, generator=torch.Generator().manual_seed(seed))
+            out["calibration"] += [dict(r, event=label) for r in rows]
 
         start = time.perf_counter()
         split = event_probability_splitting(prior, event, (n_split, *shape), sigmas, transform=prior.denormalize,
@@ -193,6 +202,20 @@ def print_tables(out: dict) -> None:
         print(f"| {r['event']} | {r['p_mc']:.4g} | {r['method']} | {r['value']:.4g} | {ratio:.3g} | {ok} |")
 
 
+def print_calibration(rows: list) -> None:
+    if not rows:
+        return
+    print()
+    print("| event | sigma | P(E) of the windows | mean Phi(C(x0_hat)/s) | ratio | mean Phi in E | mean Phi outside E "
+          "| log score | log score of constant P(E) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        p = r["p_event"]
+        const = p * math.log(p) + (1 - p) * math.log(1 - p)
+        print(f"| {r['event']} | {r['sigma']:g} | {p:.4f} | {r['mean_phi']:.4f} | {r['mean_phi'] / p:.2f} "
+              f"| {r['mean_phi_in']:.3f} | {r['mean_phi_out']:.4f} | {r['log_score']:.4f} | {const:.4f} |")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--prior", default=None, help="a .safetensors/.ckpt prior (default: the shipped lorenz63)")
@@ -205,6 +228,8 @@ def main(argv=None) -> None:
     p.add_argument("--quantiles", type=float, nargs="+", default=[0.5, 0.99, 0.999],
                    help="simulator quantiles of max_t x used as thresholds (0.99: a 1 %% event)")
     p.add_argument("--pf-ode", action="store_true", help="also the paper's PF-ODE identity for P(E) (slow)")
+    p.add_argument("--n-calibration", type=int, default=0,
+                   help="simulator windows for the check of the Tweedie-probit approximation (0: skip)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -212,12 +237,13 @@ def main(argv=None) -> None:
     prior.eval()
     start = time.perf_counter()
     out = run(prior, quantiles=a.quantiles, n_event=a.n_event, steps=a.steps, n_mc=a.n_mc, n_pool=a.n_pool,
-              n_split=a.n_split, samplers=a.samplers, seed=a.seed, pf_ode=a.pf_ode)
+              n_split=a.n_split, samplers=a.samplers, seed=a.seed, pf_ode=a.pf_ode, n_calibration=a.n_calibration)
     print(f"Lorenz-63 prior {tuple(prior.shape)} ({a.prior or 'shipped'}); truth from {a.n_mc} simulator "
           f"trajectories; {a.steps} noise levels; {a.n_event} event samples per sampler; subset simulation with "
           f"{a.n_split} samples per level; total {time.perf_counter() - start:.0f} s")
     print()
     print_tables(out)
+    print_calibration(out["calibration"])
 
 
 if __name__ == "__main__":
