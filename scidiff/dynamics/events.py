@@ -153,16 +153,23 @@ class EventConditionedDenoiser:
         link: ``"probit"`` -- the exact ``log Phi``; ``"logistic"`` -- the paper code's ``log sigmoid(1.6 z)``,
             whose slope is bounded by 1.6 far outside the event (a gentler pull, where ``log Phi``'s slope grows
             like ``|z|`` and acts as a projection onto the event's boundary).
+        sigma_max: no guidance above this noise level (the prior's denoiser alone). There the exact
+            ``P(E | x_sigma)`` is nearly the constant ``P(E)`` (zero guidance), while the approximation can be far
+            from it for a nonlinear ``C`` (:func:`guidance_calibration` shows where: levels whose log score is
+            worse than the constant's). ``inf``: the paper's guidance at every level.
     """
 
     def __init__(self, denoiser, event: EventFn, *, transform: Callable[[Tensor], Tensor] | None = None,
-                 eps: float = 1e-6, scale: float = 1.0, link: str = "probit"):
+                 eps: float = 1e-6, scale: float = 1.0, link: str = "probit", sigma_max: float = math.inf):
         if not callable(event):
             raise TypeError("event must be a callable C(x) -> (B,) tensor")
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         if link not in LINKS:
             raise ValueError(f"link must be one of {LINKS}, got {link!r}")
+        if not sigma_max > 0:
+            raise ValueError(f"sigma_max must be positive, got {sigma_max}")
+        self.sigma_max = float(sigma_max)
         self.denoiser, self.event, self.transform = denoiser, event, transform
         self.eps, self.scale, self.link = float(eps), float(scale), link
 
@@ -206,9 +213,9 @@ class EventConditionedDenoiser:
         return x0, grad, log_phi
 
     def __call__(self, x: Tensor, sigma: Tensor | float, **cond) -> Tensor:
-        x0, grad, _ = self.guidance(x, sigma, **cond)
         sig = append_dims(as_sigma_batch(sigma, x), x.ndim)
-        return x0 + self.scale * sig**2 * grad
+        x0, grad, _ = self.guidance(x, sigma, **cond)
+        return x0 + self.scale * sig**2 * grad * (sig <= self.sigma_max)
 
 
 @torch.no_grad()
@@ -273,6 +280,7 @@ def sample_event(
     generator: Generator = None,
     eps: float = 1e-6,
     link: str = "probit",
+    sigma_max: float = math.inf,
     **kwargs,
 ) -> Tensor:
     """``shape[0]`` samples of ``p(x | C(x) > 0)`` (in the denoiser's units).
@@ -281,10 +289,11 @@ def sample_event(
     probability-flow ODE; ``s_churn > 0`` adds EDM's churn), ``"euler_maruyama"`` (the reverse SDE) -- or
     ``"pc"``: :func:`sample_predictor_corrector` (reverse SDE + Langevin corrector; ``corrector_steps``, ``snr``,
     ``corrector_sigma_max`` go through ``kwargs``). All use the conditional denoiser
-    :class:`EventConditionedDenoiser`; cost per denoiser call: one forward and one VJP
-    through the network.
+    :class:`EventConditionedDenoiser` (``sigma_max``: guidance only at and below that level); cost per guided
+    denoiser call: one forward and one VJP through the network.
     """
-    conditional = EventConditionedDenoiser(denoiser, event, transform=transform, eps=eps, link=link)
+    conditional = EventConditionedDenoiser(denoiser, event, transform=transform, eps=eps, link=link,
+                                           sigma_max=sigma_max)
     if sampler != "pc":
         return _sample(conditional, shape, sigmas, sampler=sampler, generator=generator, **kwargs)
     device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", torch.float32)

@@ -199,3 +199,16 @@ def test_guidance_calibration_holds_for_linear_events_and_fails_for_a_maximum():
     assert high[0]["mean_phi"] < 0.5 * high[0]["p_event"]
     with pytest.raises(ValueError, match="both inside and outside"):
         guidance_calibration(iso, lambda x: x.amax(1) + 100.0, x0, [1.0])
+
+
+def test_guidance_stops_above_sigma_max():
+    oracle, a, b, *_ = _problem(0.05)
+    x = torch.randn(4, D, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    sigma = torch.tensor([0.5, 0.5, 4.0, 4.0], dtype=torch.float64)
+    cut = EventConditionedDenoiser(oracle, linear_event(a, b), sigma_max=1.0)(x, sigma)
+    full = EventConditionedDenoiser(oracle, linear_event(a, b))(x, sigma)
+    torch.testing.assert_close(cut[:2], full[:2])
+    torch.testing.assert_close(cut[2:], oracle(x, sigma)[2:])
+    assert not torch.allclose(full[2:], cut[2:])
+    with pytest.raises(ValueError, match="sigma_max must be positive"):
+        EventConditionedDenoiser(oracle, linear_event(a, b), sigma_max=0.0)
