@@ -98,6 +98,21 @@ def prior_pool(prior, n: int, sigmas, seed: int, batch: int = 256) -> tuple[torc
     return torch.cat(xs), time.perf_counter() - start
 
 
+def entry_trace(prior, event, sigmas, trace: list):
+    """A sampler callback: after each step, the share of samples whose Tweedie mean ``D(x, sigma')`` (the prior's,
+    unguided) lies in the event -- where along the noise levels the samples enter the event."""
+    s = [float(v) for v in sigmas]
+
+    def callback(info: dict) -> None:
+        sigma = s[info["i"] + 1]
+        x = info["x"]
+        with torch.no_grad():
+            x0 = prior(x, sigma) if sigma > 0 else x
+            trace.append((sigma, float((event(prior.denormalize(x0)) > 0).float().mean())))
+
+    return callback
+
+
 def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n_split: int, samplers, seed: int,
         sigma_cut: float = 2.0, pf_ode: bool = False, n_like: int = 16, like_steps: int = 12, probes: int = 2, n_calibration: int = 0,
         calibration_sigmas=(10.0, 3.0, 1.0, 0.3, 0.05)) -> dict:
@@ -107,7 +122,7 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
     sigmas = karras_sigmas(steps, prior.hparams.sigma_min, prior.hparams.sigma_max)
     pool, wall_pool = prior_pool(prior, n_pool, sigmas, seed + 10**6)
     rate = n_pool / wall_pool
-    out = {"tail": [], "samplers": [], "estimates": [], "calibration": [], "ks_uncond": ks_max(pool, mc), "n_pool": n_pool,
+    out = {"tail": [], "samplers": [], "estimates": [], "calibration": [], "traces": [], "ks_uncond": ks_max(pool, mc), "n_pool": n_pool,
            "rate": rate, "n_mc": n_mc}
     for q in quantiles:
         label = f"{100 * (1 - q):.3g} %"
@@ -135,9 +150,12 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
         for name in samplers:
             start = time.perf_counter()
             options = dict(SAMPLER_OPTIONS[name], sigma_max=sigma_cut if name.endswith("_cut") else math.inf)
+            trace = []
             x = sample_event(prior, event, (n_event, *shape), sigmas, transform=prior.denormalize,
-                             generator=seeded_generators(range(seed, seed + n_event)), progress=False, **options)
+                             generator=seeded_generators(range(seed, seed + n_event)), progress=False,
+                             callback=entry_trace(prior, event, sigmas, trace), **options)
             wall = time.perf_counter() - start
+            out["traces"].append({"event": label, "method": name, "trace": trace})
             x = prior.denormalize(x).detach()
             x_in = x[event(x) > 0]
             rows.append({"event": label, "method": f"event sampler, {name}", "n": len(x_in),
@@ -206,6 +224,22 @@ def print_tables(out: dict) -> None:
         print(f"| {r['event']} | {r['p_mc']:.4g} | {r['method']} | {r['value']:.4g} | {ratio:.3g} | {ok} |")
 
 
+def print_traces(traces: list, levels=(3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.0)) -> None:
+    if not traces:
+        return
+    print()
+    print("Share of samples whose unguided Tweedie mean D(x, sigma) is inside the event, after the step to sigma:")
+    print()
+    print("| event | sampler | " + " | ".join(f"sigma ~ {v:g}" for v in levels) + " |")
+    print("|---|---|" + "---|" * len(levels))
+    for t in traces:
+        cells = []
+        for v in levels:
+            sig, share = min(t["trace"], key=lambda r: abs(math.log(r[0] + 1e-4) - math.log(v + 1e-4)))
+            cells.append(f"{share:.2f} ({sig:.2g})")
+        print(f"| {t['event']} | {t['method']} | " + " | ".join(cells) + " |")
+
+
 def print_calibration(rows: list) -> None:
     if not rows:
         return
@@ -248,6 +282,7 @@ def main(argv=None) -> None:
           f"{a.n_split} samples per level; total {time.perf_counter() - start:.0f} s")
     print()
     print_tables(out)
+    print_traces(out["traces"])
     print_calibration(out["calibration"])
 
 
