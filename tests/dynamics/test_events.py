@@ -199,6 +199,8 @@ def test_guidance_calibration_holds_for_linear_events_and_fails_for_a_maximum():
     assert high[0]["mean_phi"] < 0.5 * high[0]["p_event"]
     with pytest.raises(ValueError, match="both inside and outside"):
         guidance_calibration(iso, lambda x: x.amax(1) + 100.0, x0, [1.0])
+    with pytest.raises(ValueError, match="noise levels must be positive"):
+        guidance_calibration(iso, lambda x: x.amax(1) - 1.0, x0[:8], [0.0])
 
 
 def test_guidance_stops_above_sigma_max():
