@@ -13,6 +13,7 @@ from .events import (
     event_log_probability,
     linear_event,
     sample_event,
+    sample_event_smc,
     sample_predictor_corrector,
     threshold_event,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "make_trajectory_dataset",
     "rk4_step",
     "sample_event",
+    "sample_event_smc",
     "sample_predictor_corrector",
     "simulate",
     "threshold_event",

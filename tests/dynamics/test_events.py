@@ -17,6 +17,7 @@ from scidiff.dynamics.events import (
     guidance_calibration,
     linear_event,
     sample_event,
+    sample_event_smc,
     sample_predictor_corrector,
     threshold_event,
 )
@@ -214,3 +215,39 @@ def test_guidance_stops_above_sigma_max():
     assert not torch.allclose(full[2:], cut[2:])
     with pytest.raises(ValueError, match="sigma_max must be positive"):
         EventConditionedDenoiser(oracle, linear_event(a, b), sigma_max=0.0)
+
+
+def _weighted_ks(u, w, cdf):
+    """Kolmogorov-Smirnov distance of the weighted empirical law of ``u`` to ``cdf``."""
+    order = u.argsort()
+    u, w = u[order], w[order] / w.sum()
+    f = w.cumsum(0)
+    g = torch.as_tensor(cdf(u.numpy()))
+    return float(torch.maximum((f - g).abs(), (f - w - g).abs()).max())
+
+
+@pytest.mark.parametrize(("p_event", "link"), [(0.001, "probit"), (0.01, "logistic")])
+def test_event_smc_targets_the_conditional_law_even_with_an_inexact_twist(p_event, link):
+    """Twisted SMC: the weights correct the twist; the logistic twist alone leaves samples outside the event."""
+    oracle, a, b, mu, sd, mean, cov = _problem(p_event)
+    *_, u_law = _truncated_moments(a, b, mu, sd, mean, cov)
+    sigmas = karras_sigmas(200, 0.002, 80.0)
+    out = sample_event_smc(oracle, linear_event(a, b), (2000, D), sigmas, generator=torch.Generator().manual_seed(1),
+                           dtype=torch.float64, link=link)
+    ess = out["ess"][-1]
+    assert ess > 800
+    assert _weighted_ks(out["particles"] @ a, out["log_weights"].exp(), u_law.cdf) < 1.358 / math.sqrt(ess)
+    assert out["samples"].shape == (2000, D) and bool((out["samples"] @ a > b).all())
+    if link == "logistic":
+        x = sample_event(oracle, linear_event(a, b), (2000, D), sigmas, sampler="euler_maruyama", link=link,
+                         generator=torch.Generator().manual_seed(1), dtype=torch.float64, progress=False)
+        assert float((x @ a > b).double().mean()) < 0.9
+    with pytest.raises(ValueError, match="end with 0"):
+        sample_event_smc(oracle, linear_event(a, b), (4, D), sigmas[:-1])
+
+
+def test_event_smc_says_when_no_particle_reaches_the_event():
+    oracle, a, *_ = _problem(0.5)
+    with pytest.raises(RuntimeError, match="no particle ended inside the event"):
+        sample_event_smc(oracle, linear_event(a, 1e6), (4, D), karras_sigmas(4, 0.002, 80.0),
+                         generator=torch.Generator().manual_seed(0), dtype=torch.float64, link="logistic")
