@@ -12,7 +12,9 @@ event-conditioned law. Events are ``max_t x(t) > threshold`` with thresholds at 
 2. **Event samplers** (``scidiff.dynamics.sample_event``, Finzi et al. 2023 guidance ``log Phi(C(x0_hat)/s)``):
    ``heun`` (the probability-flow ODE, the previous default), ``euler_maruyama`` (the reverse SDE) and ``pc`` (reverse
    SDE + one Langevin corrector per level, Song et al. 2021), and ``*_cut`` (guidance only at and below
-   ``--sigma-cut``, where table 4 shows the approximation beating the constant P(E)). KS of ``max_t x`` against the simulator's conditional
+   ``--sigma-cut``, where table 4 shows the approximation beating the constant P(E)), and ``smc_cut``
+   (``scidiff.dynamics.sample_event_smc``: twisted SMC, Wu et al. 2023, with the same approximation as twist; its
+   KS critical value uses the final effective sample size). KS of ``max_t x`` against the simulator's conditional
    law and against the prior's own conditional law (subset-simulation samples), the share of samples inside the
    event, RMS errors of the conditional mean and std trajectories (in marginal stds). Peers: rejection from the
    prior at equal wall time (the first pool samples that the sampler's wall time buys at the pool's rate), and
@@ -45,6 +47,7 @@ from scidiff.dynamics import (
     event_probability_splitting,
     guidance_calibration,
     sample_event,
+    sample_event_smc,
     simulate,
     threshold_event,
 )
@@ -57,6 +60,8 @@ SAMPLER_OPTIONS = {
     # guidance only at and below --sigma-cut (where the approximation beats the constant P(E) in log score)
     "heun_cut": dict(sampler="heun"),
     "pc_cut": dict(sampler="pc", corrector_steps=1, snr=0.16),
+    # twisted SMC (sample_event_smc): the weights correct the approximation; twist only at and below --sigma-cut
+    "smc_cut": dict(),
 }
 
 
@@ -138,8 +143,11 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
             out["calibration"] += [dict(r, event=label) for r in rows]
 
         start = time.perf_counter()
-        split = event_probability_splitting(prior, event, (n_split, *shape), sigmas, transform=prior.denormalize,
-                                            generator=torch.Generator().manual_seed(seed + 7))
+        if n_split:
+            split = event_probability_splitting(prior, event, (n_split, *shape), sigmas, transform=prior.denormalize,
+                                                generator=torch.Generator().manual_seed(seed + 7))
+        else:  # skipped: the prior's conditional law falls back to rejection from the pool
+            split = {"prob": p_pool, "cov": float("nan"), "samples": prior.normalize(in_pool), "num_evaluations": 0}
         wall_split = time.perf_counter() - start
         x_split = prior.denormalize(split["samples"])
         out["tail"].append({"event": label, "threshold": threshold, "p_mc": p_mc, "m": len(truth), "p_pool": p_pool,
@@ -150,16 +158,26 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
         for name in samplers:
             start = time.perf_counter()
             options = dict(SAMPLER_OPTIONS[name], sigma_max=sigma_cut if name.endswith("_cut") else math.inf)
-            trace = []
-            x = sample_event(prior, event, (n_event, *shape), sigmas, transform=prior.denormalize,
-                             generator=seeded_generators(range(seed, seed + n_event)), progress=False,
-                             callback=entry_trace(prior, event, sigmas, trace), **options)
+            method = f"event sampler, {name}"
+            if name.startswith("smc"):
+                smc = sample_event_smc(prior, event, (n_event, *shape), sigmas, transform=prior.denormalize,
+                                       generator=torch.Generator().manual_seed(seed), **options)
+                x = smc["samples"]  # n_event draws from the weighted particles (repeats where weights are uneven)
+                method += f" (final ESS {smc['ess'][-1]:.0f}, min {min(smc['ess']):.0f}, {smc['resampled']} resamplings)"
+            else:
+                trace = []
+                x = sample_event(prior, event, (n_event, *shape), sigmas, transform=prior.denormalize,
+                                 generator=seeded_generators(range(seed, seed + n_event)), progress=False,
+                                 callback=entry_trace(prior, event, sigmas, trace), **options)
+                out["traces"].append({"event": label, "method": name, "trace": trace})
             wall = time.perf_counter() - start
-            out["traces"].append({"event": label, "method": name, "trace": trace})
             x = prior.denormalize(x).detach()
             x_in = x[event(x) > 0]
-            rows.append({"event": label, "method": f"event sampler, {name}", "n": len(x_in),
-                         "share": len(x_in) / n_event, "errors": conditional_errors(x_in, truth, scale),
+            errors = conditional_errors(x_in, truth, scale)
+            if name.startswith("smc"):  # repeated draws: the critical value of the effective sample size
+                errors["crit"] = ks_critical(int(smc["ess"][-1]), len(truth))
+            rows.append({"event": label, "method": method, "n": len(x_in),
+                         "share": len(x_in) / n_event, "errors": errors,
                          "ks_prior": ks_max(x_in, x_split), "wall": wall})
             eq = pool[: min(n_pool, int(rate * wall))]
             acc = eq[event(eq) > 0]
