@@ -295,6 +295,7 @@ def sample_event_smc(
     transform: Callable[[Tensor], Tensor] | None = None,
     threshold: float = 0.5,
     scheme: str = "systematic",
+    base: str = "euler_maruyama",
     generator: torch.Generator | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
@@ -304,7 +305,7 @@ def sample_event_smc(
     """Event sampling corrected by sequential Monte Carlo: the paper's ``Phi(C(x0_hat)/s)`` as a twisting function.
 
     The twisted diffusion sampler (Wu, Trippe, Naesseth, Blei, Cunningham, NeurIPS 2023) applied to an event: the
-    ``N = shape[0]`` particles follow the guided ancestral sampler (DDPM steps with the conditional denoiser) and carry
+    ``N = shape[0]`` particles follow a guided reverse chain (``base``, with the conditional denoiser) and carry
     weights that make the approximation of ``P(E | x_sigma)`` a proposal instead of an assumption. With
     ``Phi_i(x) = Phi(C(x0_hat)/s)`` at ``sigma_i``, the unguided transition ``p`` and the guided one ``q`` (same
     variance ``h = sigma_i^2 - sigma_{i+1}^2``, means ``h sigma_i^2 grad log Phi_i`` apart), each step multiplies
@@ -312,6 +313,11 @@ def sample_event_smc(
     mean ``D(x, sigma_min)`` with weight ``1[C > 0] / Phi_min(x)``. The weighted particles target ``p(x | E)``
     exactly as ``N`` grows, whatever the quality of the approximation, which only sets the variance of the weights
     (the effective sample size, returned). Resampling (``scheme``) when the ESS falls below ``threshold N``.
+    ``base``: the unguided chain whose law (conditioned on E) is targeted -- ``"euler_maruyama"`` (the reverse SDE)
+    or ``"ancestral"`` (DDPM steps given ``x0_hat``, as TDS); both are discretisations, exact as the steps shrink.
+    On the Lorenz-63 prior with 24 levels the ancestral chain places rare-event particles on the event's boundary
+    (its small step variance follows the twist's projection), which the weights cannot undo; the reverse SDE keeps
+    them spread (``docs/events.md``).
 
     ``guidance_kwargs`` go to :class:`EventConditionedDenoiser` (``eps``, ``link``, ``variance``, ``sigma_max``:
     no twist above that level, where a confident wrong ``Phi`` would collapse the weights). Cost: one
@@ -324,6 +330,8 @@ def sample_event_smc(
     """
     from ..kernels.particles import gather_particles, normalize_log_weights, resample, resample_if
 
+    if base not in ("ancestral", "euler_maruyama"):
+        raise ValueError(f"base must be 'ancestral' or 'euler_maruyama', got {base!r}")
     cond = EventConditionedDenoiser(denoiser, event, transform=transform, **guidance_kwargs)
     s = host_sigmas(sigmas)
     if s[-1] != 0.0 or len(s) < 3:
@@ -341,8 +349,12 @@ def sample_event_smc(
         # the ancestral (DDPM posterior) step given x0_hat, in sigma space: mean x0 + (s'^2/s^2)(x - x0),
         # variance s'^2 h / s^2; the guided x0_hat + s^2 grad log Phi shifts the mean by h grad log Phi
         h = s[i] ** 2 - s[i + 1] ** 2
-        var = s[i + 1] ** 2 * h / s[i] ** 2
-        mean = x0 + (x - x0) * (s[i + 1] ** 2 / s[i] ** 2)
+        if base == "ancestral":
+            var = s[i + 1] ** 2 * h / s[i] ** 2
+            mean = x0 + (x - x0) * (s[i + 1] ** 2 / s[i] ** 2)
+        else:  # Euler--Maruyama on the reverse SDE
+            var = h
+            mean = x + (x0 - x) * (h / s[i] ** 2)
         shift = h * grad
         x_next = mean + shift + math.sqrt(var) * randn_like(x, generator)
         x0_next, grad_next, log_phi_next = twist(x_next, s[i + 1])

@@ -244,6 +244,8 @@ def test_event_smc_targets_the_conditional_law_even_with_an_inexact_twist(p_even
         assert float((x @ a > b).double().mean()) < 0.9
     with pytest.raises(ValueError, match="end with 0"):
         sample_event_smc(oracle, linear_event(a, b), (4, D), sigmas[:-1])
+    with pytest.raises(ValueError, match="base must be"):
+        sample_event_smc(oracle, linear_event(a, b), (4, D), sigmas, base="heun")
 
 
 def test_event_smc_says_when_no_particle_reaches_the_event():
