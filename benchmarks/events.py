@@ -192,17 +192,18 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
                                             **opts)
                 out["estimates"].append({"event": label, "p_mc": p_mc, "method": "PF-ODE identity (median)",
                                          "value": math.exp(est["median"])})
-        rows.append({"event": label, "method": "subset simulation population", "n": len(x_split), "share": 1.0,
-                     "errors": conditional_errors(x_split, truth, scale), "ks_prior": 0.0, "wall": wall_split})
-        eq = pool[: min(n_pool, int(rate * wall_split))]
-        out["estimates"] += [
-            {"event": label, "p_mc": p_mc, "method": f"subset simulation ({split['num_evaluations']} runs, "
-             f"c.o.v. {split['cov']:.2f})", "value": split["prob"], "wall": wall_split},
-            {"event": label, "p_mc": p_mc, "method": f"prior Monte Carlo, equal wall ({len(eq)} runs)",
-             "value": float((event(eq) > 0).float().mean()), "wall": len(eq) / rate},
-            {"event": label, "p_mc": p_mc, "method": f"prior Monte Carlo, whole pool ({n_pool} runs)",
-             "value": p_pool, "wall": wall_pool},
-        ]
+        if n_split:
+            rows.append({"event": label, "method": "subset simulation population", "n": len(x_split), "share": 1.0,
+                         "errors": conditional_errors(x_split, truth, scale), "ks_prior": 0.0, "wall": wall_split})
+            eq = pool[: min(n_pool, int(rate * wall_split))]
+            out["estimates"] += [
+                {"event": label, "p_mc": p_mc, "method": f"subset simulation ({split['num_evaluations']} runs, "
+                 f"c.o.v. {split['cov']:.2f})", "value": split["prob"], "wall": wall_split},
+                {"event": label, "p_mc": p_mc, "method": f"prior Monte Carlo, equal wall ({len(eq)} runs)",
+                 "value": float((event(eq) > 0).float().mean()), "wall": len(eq) / rate},
+            ]
+        out["estimates"].append({"event": label, "p_mc": p_mc, "method": f"prior Monte Carlo, whole pool ({n_pool} "
+                                 "runs)", "value": p_pool, "wall": wall_pool})
     return out
 
 
@@ -279,7 +280,9 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=24, help="noise levels of every sampler")
     p.add_argument("--n-mc", type=int, default=200_000, help="simulator trajectories for the truth")
     p.add_argument("--n-pool", type=int, default=2048, help="unconditional prior samples (prior MC, rejection)")
-    p.add_argument("--n-split", type=int, default=300, help="samples per level of subset simulation")
+    p.add_argument("--n-split", type=int, default=300,
+                   help="samples per level of subset simulation (0: skip it; the prior's conditional law is then the "
+                        "rejection sample of the pool)")
     p.add_argument("--samplers", nargs="*", default=["heun", "pc", "heun_cut", "pc_cut"], choices=list(SAMPLER_OPTIONS))
     p.add_argument("--sigma-cut", type=float, default=2.0, help="guidance only at and below this level (*_cut)")
     p.add_argument("--quantiles", type=float, nargs="+", default=[0.5, 0.99, 0.999],
