@@ -1,21 +1,33 @@
 """Event sampling and event probabilities on the Lorenz-63 trajectory prior, against Monte Carlo truth.
 
-Truth: many trajectories from the simulator itself (``scidiff.dynamics.simulate``), giving the event frequency and
-the event-conditioned law. For each event ``max_t x(t) > threshold`` (thresholds at the simulator's 50 % and 99 %
-quantiles: a common and a rare event) the table compares
+Truth: many trajectories from the simulator itself (``scidiff.dynamics.simulate``): the event frequency and the
+event-conditioned law. Events are ``max_t x(t) > threshold`` with thresholds at the simulator's quantiles of
+``max_t x`` (default 50 %, 99 % and 99.9 %: a common, a rare and a very rare event). Three tables:
 
-* ``event``: the event-conditioned sampler (Finzi et al. 2023, ``scidiff.dynamics.sample_event``), and its
-  probability-flow estimate of ``log P(E) = log p(x) - log p(x | E)``;
-* ``subset simulation``: ``scidiff.dynamics.event_probability_splitting`` -- P(E) as a product of level
-  probabilities with pCN moves in the latent space of the deterministic Heun sampler (no conditional ODE); its final
-  population inside the event is a second set of conditional samples (MCMC, correlated within chains);
-* ``rejection``: the peer -- unconditional samples of the same prior, kept when they fall in the event, drawn for
-  the same wall time as the event sampler (its P(E) estimate is the accepted fraction), and again for the wall
-  time of subset simulation (plain Monte Carlo from the prior at equal compute, the peer of its P(E)).
+1. **The prior's tail.** A pool of unconditional prior samples (deterministic Heun): the prior's own P(E) (plain
+   Monte Carlo, binomial standard error), the KS distance of its ``max_t x`` to the simulator's, and the KS distance
+   of its conditional law (rejection from the pool) to the simulator's conditional law. Subset simulation
+   (``scidiff.dynamics.event_probability_splitting``) gives the prior's P(E) where the pool holds too few events.
+   This separates the prior's error from the samplers'.
+2. **Event samplers** (``scidiff.dynamics.sample_event``, Finzi et al. 2023 guidance ``log Phi(C(x0_hat)/s)``):
+   ``heun`` (the probability-flow ODE, the previous default), ``euler_maruyama`` (the reverse SDE) and ``pc`` (reverse
+   SDE + one Langevin corrector per level, Song et al. 2021), and ``*_cut`` (guidance only at and below
+   ``--sigma-cut``, where table 4 shows the approximation beating the constant P(E)), and ``smc_cut``
+   (``scidiff.dynamics.sample_event_smc``: twisted SMC, Wu et al. 2023, with the same approximation as twist; its
+   KS critical value uses the final effective sample size). KS of ``max_t x`` against the simulator's conditional
+   law and against the prior's own conditional law (subset-simulation samples), the share of samples inside the
+   event, RMS errors of the conditional mean and std trajectories (in marginal stds). Peers: rejection from the
+   prior at equal wall time (the first pool samples that the sampler's wall time buys at the pool's rate), and
+   subset simulation's final population (MCMC samples of the prior's conditional law).
+3. **P(E) estimates** against the simulator: subset simulation, the pool's Monte Carlo fraction, rejection at the
+   wall time of subset simulation, and (``--pf-ode``) the paper's ``log p(x) - log p(x | E)`` identity.
+4. (``--n-calibration N``) **The guidance approximation on data** (``scidiff.dynamics.guidance_calibration``): on
+   N noised simulator windows per level, the mean of ``Phi(C(x0_hat)/s)``, which the exact ``P(E | x_sigma)``
+   keeps equal to P(E) at every level (law of total probability), and the log score against the constant P(E).
 
-Conditional statistics (errors against the simulator's conditional law): KS distance of the event statistic
-``max_t x``, RMS error of the conditional mean trajectory of x, y, z and of the conditional std (both divided by
-the simulator's marginal std). Prints a Markdown table; asserts nothing.
+Tolerances (stated, not asserted): a KS distance passes when below the two-sample 5 % critical value
+``1.358 sqrt((n + m) / (n m))`` (n samples against m simulator trajectories; for MCMC samples the effective n is
+smaller, so the value is optimistic); P(E) passes within a factor of 3 (rare events) or 10 % (the 50 % event).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/events.py`` (the shipped prior) or ``--prior path.safetensors``.
 """
@@ -26,7 +38,6 @@ import argparse
 import math
 import time
 
-import numpy as np
 import torch
 from scipy import stats
 
@@ -34,11 +45,24 @@ from scidiff.diffusion import karras_sigmas, sample, seeded_generators
 from scidiff.dynamics import (
     event_log_probability,
     event_probability_splitting,
+    guidance_calibration,
     sample_event,
+    sample_event_smc,
     simulate,
     threshold_event,
 )
 from scidiff.priors import DiffusionPrior
+
+SAMPLER_OPTIONS = {
+    "heun": dict(sampler="heun"),
+    "euler_maruyama": dict(sampler="euler_maruyama"),
+    "pc": dict(sampler="pc", corrector_steps=1, snr=0.16),
+    # guidance only at and below --sigma-cut (where the approximation beats the constant P(E) in log score)
+    "heun_cut": dict(sampler="heun"),
+    "pc_cut": dict(sampler="pc", corrector_steps=1, snr=0.16),
+    # twisted SMC (sample_event_smc): the weights correct the approximation; twist only at and below --sigma-cut
+    "smc_cut": dict(),
+}
 
 
 def monte_carlo(n: int, steps: int, seed: int) -> torch.Tensor:
@@ -46,127 +70,242 @@ def monte_carlo(n: int, steps: int, seed: int) -> torch.Tensor:
     return simulate("lorenz63", n, steps, generator=torch.Generator().manual_seed(seed)).transpose(1, 2).float()
 
 
+def ks_critical(n: int, m: int, alpha_c: float = 1.358) -> float:
+    """Two-sample Kolmogorov-Smirnov critical value at the 5 % level (asymptotic)."""
+    return alpha_c * math.sqrt((n + m) / (n * m)) if n > 0 and m > 0 else float("nan")
+
+
 def conditional_errors(x: torch.Tensor, truth: torch.Tensor, scale: torch.Tensor) -> dict:
-    """KS distance of ``max_t x`` and RMS errors of the conditional mean/std trajectories (in marginal stds)."""
+    """KS distance of ``max_t x`` (and its 5 % critical value) and RMS errors of conditional mean/std trajectories."""
     if len(x) < 2:
-        return {"ks": float("nan"), "mean_err": float("nan"), "std_err": float("nan")}
+        return {"ks": float("nan"), "crit": float("nan"), "mean_err": float("nan"), "std_err": float("nan")}
     ks = stats.ks_2samp(x[:, 0].amax(1).numpy(), truth[:, 0].amax(1).numpy()).statistic
     s = scale[:, None]
     mean_err = (((x.mean(0) - truth.mean(0)) / s) ** 2).mean().sqrt()
     std_err = (((x.std(0) - truth.std(0)) / s) ** 2).mean().sqrt()
-    return {"ks": float(ks), "mean_err": float(mean_err), "std_err": float(std_err)}
+    return {"ks": float(ks), "crit": ks_critical(len(x), len(truth)), "mean_err": float(mean_err),
+            "std_err": float(std_err)}
 
 
-def rejection(prior, event, budget_s: float, batch: int, sigmas, seed: int) -> tuple[torch.Tensor, int, float]:
-    """Unconditional prior samples for ``budget_s`` seconds: the accepted ones, the number drawn, the wall time."""
-    kept, drawn, start, i = [], 0, time.perf_counter(), 0
-    while time.perf_counter() - start < budget_s:
-        gens = seeded_generators(range(seed + i * batch, seed + (i + 1) * batch))
+def ks_max(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return float(stats.ks_2samp(x[:, 0].amax(1).numpy(), ref[:, 0].amax(1).numpy()).statistic) if len(x) > 1 and len(
+        ref) > 1 else float("nan")
+
+
+def prior_pool(prior, n: int, sigmas, seed: int, batch: int = 256) -> tuple[torch.Tensor, float]:
+    """``n`` unconditional prior samples in physical units and the wall time they took."""
+    start, xs = time.perf_counter(), []
+    for lo in range(0, n, batch):
+        gens = seeded_generators(range(seed + lo, seed + min(n, lo + batch)))
         with torch.no_grad():
-            x = prior.denormalize(sample(prior, (batch, *prior.shape), sigmas, generator=gens, progress=False))
-        kept.append(x[event(x) > 0])
-        drawn, i = drawn + batch, i + 1
-    return torch.cat(kept), drawn, time.perf_counter() - start
+            xs.append(prior.denormalize(sample(prior, (len(gens), *prior.shape), sigmas, generator=gens,
+                                               progress=False)))
+    return torch.cat(xs), time.perf_counter() - start
 
 
-def run(prior, *, n_event: int, steps: int, n_mc: int, n_like: int, like_steps: int, probes: int, seed: int,
-        sigma_start: float = 1.0, n_split: int = 500, quantiles=(0.5, 0.99)) -> list:
+def entry_trace(prior, event, sigmas, trace: list):
+    """A sampler callback: after each step, the share of samples whose Tweedie mean ``D(x, sigma')`` (the prior's,
+    unguided) lies in the event -- where along the noise levels the samples enter the event."""
+    s = [float(v) for v in sigmas]
+
+    def callback(info: dict) -> None:
+        sigma = s[info["i"] + 1]
+        x = info["x"]
+        with torch.no_grad():
+            x0 = prior(x, sigma) if sigma > 0 else x
+            trace.append((sigma, float((event(prior.denormalize(x0)) > 0).float().mean())))
+
+    return callback
+
+
+def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n_split: int, samplers, seed: int,
+        sigma_cut: float = 2.0, pf_ode: bool = False, n_like: int = 16, like_steps: int = 12, probes: int = 2, n_calibration: int = 0,
+        calibration_sigmas=(10.0, 3.0, 1.0, 0.3, 0.05)) -> dict:
     shape = prior.shape
     mc = monte_carlo(n_mc, shape[-1], seed)
     scale = mc.std((0, 2))
     sigmas = karras_sigmas(steps, prior.hparams.sigma_min, prior.hparams.sigma_max)
-    like_sigmas = karras_sigmas(like_steps, prior.hparams.sigma_min, prior.hparams.sigma_max)
-    rows = []
+    pool, wall_pool = prior_pool(prior, n_pool, sigmas, seed + 10**6)
+    rate = n_pool / wall_pool
+    out = {"tail": [], "samplers": [], "estimates": [], "calibration": [], "traces": [], "ks_uncond": ks_max(pool, mc), "n_pool": n_pool,
+           "rate": rate, "n_mc": n_mc}
     for q in quantiles:
-        label = f"{'common' if q <= 0.5 else 'rare'} ({100 * (1 - q):g} %)"
+        label = f"{100 * (1 - q):.3g} %"
         threshold = float(torch.quantile(mc[:, 0].amax(1), q))
         event = threshold_event(0, threshold)
         inside = event(mc) > 0
         p_mc, truth = float(inside.float().mean()), mc[inside]
+        in_pool = pool[event(pool) > 0]
+        p_pool = len(in_pool) / n_pool
+        if n_calibration:
+            rows = guidance_calibration(prior, event, prior.normalize(mc[:n_calibration]), calibration_sigmas,
+                                        transform=prior.denormalize, generator=torch.Generator().manual_seed(seed))
+            out["calibration"] += [dict(r, event=label) for r in rows]
 
         start = time.perf_counter()
-        x_norm = sample_event(prior, event, (n_event, *shape), sigmas, transform=prior.denormalize,
-                              generator=seeded_generators(range(seed, seed + n_event)), progress=False)
-        wall_event = time.perf_counter() - start
-        x_event = prior.denormalize(x_norm).detach()
-        start = time.perf_counter()
-        opts = dict(transform=prior.denormalize, divergence="hutchinson", num_probes=probes)
-        x_like = x_norm[:n_like].detach()
-        est = event_log_probability(prior, event, x_like, like_sigmas, generator=seeded_generators(n_like), **opts)
-        wall_like = time.perf_counter() - start
-        est_noised = event_log_probability(prior, event, x_like, like_sigmas, sigma_start=sigma_start,
-                                           generator=seeded_generators(n_like), **opts)
-        # the peer gets the time of the sampler and of the paper's likelihood estimate together
-        acc, drawn, wall_rej = rejection(prior, event, wall_event + wall_like, n_event, sigmas, seed + 10**6)
-
-        start = time.perf_counter()
-        split = event_probability_splitting(prior, event, (n_split, *shape), sigmas, transform=prior.denormalize,
-                                            generator=torch.Generator().manual_seed(seed + 7))
+        if n_split:
+            split = event_probability_splitting(prior, event, (n_split, *shape), sigmas, transform=prior.denormalize,
+                                                generator=torch.Generator().manual_seed(seed + 7))
+        else:  # skipped: the prior's conditional law falls back to rejection from the pool
+            split = {"prob": p_pool, "cov": float("nan"), "samples": prior.normalize(in_pool), "num_evaluations": 0}
         wall_split = time.perf_counter() - start
         x_split = prior.denormalize(split["samples"])
-        mc_kept, mc_drawn, wall_mc = rejection(prior, event, wall_split, n_event, sigmas, seed + 2 * 10**6)
+        out["tail"].append({"event": label, "threshold": threshold, "p_mc": p_mc, "m": len(truth), "p_pool": p_pool,
+                            "n_pool_e": len(in_pool), "ks_pool": ks_max(in_pool, truth),
+                            "crit_pool": ks_critical(len(in_pool), len(truth)), "p_split": split["prob"],
+                            "cov_split": split["cov"], "ks_split": ks_max(x_split, truth)})
+        rows = out["samplers"]
+        for name in samplers:
+            start = time.perf_counter()
+            options = dict(SAMPLER_OPTIONS[name], sigma_max=sigma_cut if name.endswith("_cut") else math.inf)
+            method = f"event sampler, {name}"
+            if name.startswith("smc"):
+                smc = sample_event_smc(prior, event, (n_event, *shape), sigmas, transform=prior.denormalize,
+                                       generator=torch.Generator().manual_seed(seed), **options)
+                x = smc["samples"]  # n_event draws from the weighted particles (repeats where weights are uneven)
+                method += f" (final ESS {smc['ess'][-1]:.0f}, min {min(smc['ess']):.0f}, {smc['resampled']} resamplings)"
+            else:
+                trace = []
+                x = sample_event(prior, event, (n_event, *shape), sigmas, transform=prior.denormalize,
+                                 generator=seeded_generators(range(seed, seed + n_event)), progress=False,
+                                 callback=entry_trace(prior, event, sigmas, trace), **options)
+                out["traces"].append({"event": label, "method": name, "trace": trace})
+            wall = time.perf_counter() - start
+            x = prior.denormalize(x).detach()
+            x_in = x[event(x) > 0]
+            errors = conditional_errors(x_in, truth, scale)
+            if name.startswith("smc"):  # repeated draws: the critical value of the effective sample size
+                errors["crit"] = ks_critical(int(smc["ess"][-1]), len(truth))
+            rows.append({"event": label, "method": method, "n": len(x_in),
+                         "share": len(x_in) / n_event, "errors": errors,
+                         "ks_prior": ks_max(x_in, x_split), "wall": wall})
+            eq = pool[: min(n_pool, int(rate * wall))]
+            acc = eq[event(eq) > 0]
+            rows.append({"event": label, "method": f"rejection, wall of {name}", "n": len(acc),
+                         "share": 1.0, "errors": conditional_errors(acc, truth, scale),
+                         "ks_prior": ks_max(acc, x_split), "wall": len(eq) / rate})
+            if pf_ode and name == "heun":
+                opts = dict(transform=prior.denormalize, divergence="hutchinson", num_probes=probes)
+                like_sigmas = karras_sigmas(like_steps, prior.hparams.sigma_min, prior.hparams.sigma_max)
+                x_like = prior.normalize(x_in[:n_like])
+                est = event_log_probability(prior, event, x_like, like_sigmas, generator=seeded_generators(len(x_like)),
+                                            **opts)
+                out["estimates"].append({"event": label, "p_mc": p_mc, "method": "PF-ODE identity (median)",
+                                         "value": math.exp(est["median"])})
+        if n_split:
+            rows.append({"event": label, "method": "subset simulation population", "n": len(x_split), "share": 1.0,
+                         "errors": conditional_errors(x_split, truth, scale), "ks_prior": 0.0, "wall": wall_split})
+            eq = pool[: min(n_pool, int(rate * wall_split))]
+            out["estimates"] += [
+                {"event": label, "p_mc": p_mc, "method": f"subset simulation ({split['num_evaluations']} runs, "
+                 f"c.o.v. {split['cov']:.2f})", "value": split["prob"], "wall": wall_split},
+                {"event": label, "p_mc": p_mc, "method": f"prior Monte Carlo, equal wall ({len(eq)} runs)",
+                 "value": float((event(eq) > 0).float().mean()), "wall": len(eq) / rate},
+            ]
+        out["estimates"].append({"event": label, "p_mc": p_mc, "method": f"prior Monte Carlo, whole pool ({n_pool} "
+                                 "runs)", "value": p_pool, "wall": wall_pool})
+    return out
 
-        in_event = float((event(x_event) > 0).float().mean())
-        p_rej = len(acc) / drawn
-        estimates = {"PF-ODE mean": math.exp(est["log_prob"]), "PF-ODE median": math.exp(est["median"]),
-                     f"sigma_start={sigma_start:g} mean": math.exp(est_noised["log_prob"]),
-                     f"sigma_start={sigma_start:g} median": math.exp(est_noised["median"])}
-        e_ev = conditional_errors(x_event[event(x_event) > 0], truth, scale)
-        e_rej = conditional_errors(acc, truth, scale)
-        rows.append({"event": label, "threshold": threshold, "p_mc": p_mc, "method": "event sampler",
-                     "estimates": estimates, "n": n_event, "share": in_event, "errors": e_ev,
-                     "wall": wall_event + wall_like})
-        rows.append({"event": label, "threshold": threshold, "p_mc": p_mc, "method": "rejection from prior",
-                     "estimates": {"accepted fraction": p_rej}, "n": len(acc), "share": 1.0, "errors": e_rej,
-                     "wall": wall_rej})
-        levels = f"{len(split['levels'])} levels, {split['num_evaluations']} runs, c.o.v. {split['cov']:.2f}"
-        rows.append({"event": label, "threshold": threshold, "p_mc": p_mc, "method": "subset simulation",
-                     "estimates": {levels: split["prob"]}, "n": len(x_split),
-                     "share": 1.0, "errors": conditional_errors(x_split, truth, scale), "wall": wall_split})
-        rows.append({"event": label, "threshold": threshold, "p_mc": p_mc, "method": "rejection, wall of subset sim.",
-                     "estimates": {f"accepted fraction ({mc_drawn} runs)": len(mc_kept) / mc_drawn},
-                     "n": len(mc_kept), "share": 1.0, "errors": conditional_errors(mc_kept, truth, scale),
-                     "wall": wall_mc})
-    return rows
+
+def tolerance(p_mc: float) -> float:
+    return 1.1 if p_mc > 0.2 else 3.0
+
+
+def print_tables(out: dict) -> None:
+    print(f"Unconditional KS(max_t x) of the pool ({out['n_pool']} samples) against {out['n_mc']} simulator "
+          f"trajectories: {out['ks_uncond']:.3f} (5 % critical value {ks_critical(out['n_pool'], out['n_mc']):.3f}); "
+          f"pool rate {out['rate']:.1f} samples/s")
+    print()
+    print("| event | threshold | P(E) sim | prior MC P(E) (in E) | / sim | subset sim. P(E) (c.o.v.) | / sim "
+          "| KS prior cond. (rejection) | crit. 5 % | KS subset-sim. samples |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in out["tail"]:
+        se = math.sqrt(max(r["p_pool"] * (1 - r["p_pool"]), 1e-12) / out["n_pool"])
+        print(f"| {r['event']} | {r['threshold']:.2f} | {r['p_mc']:.4g} | {r['p_pool']:.4g} ± {se:.2g} "
+              f"({r['n_pool_e']}) | {r['p_pool'] / r['p_mc']:.2f} | {r['p_split']:.3g} ({r['cov_split']:.2f}) "
+              f"| {r['p_split'] / r['p_mc']:.2f} | {r['ks_pool']:.3f} | {r['crit_pool']:.3f} | {r['ks_split']:.3f} |")
+    print()
+    print("| event | method | samples in E | share in E | KS vs simulator | crit. 5 % | pass | KS vs prior's law "
+          "| mean err | std err | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in out["samplers"]:
+        e = r["errors"]
+        ok = "yes" if e["ks"] < e["crit"] else "no"
+        print(f"| {r['event']} | {r['method']} | {r['n']} | {r['share']:.3f} | {e['ks']:.3f} | {e['crit']:.3f} | {ok} "
+              f"| {r['ks_prior']:.3f} | {e['mean_err']:.3f} | {e['std_err']:.3f} | {r['wall']:.1f} |")
+    print()
+    print("| event | P(E) sim | estimator | P(E) est. | est. / sim | pass |")
+    print("|---|---|---|---|---|---|")
+    for r in out["estimates"]:
+        ratio = r["value"] / r["p_mc"] if r["p_mc"] > 0 else float("nan")
+        tol = tolerance(r["p_mc"])
+        ok = "yes" if 1 / tol <= ratio <= tol else "no"
+        print(f"| {r['event']} | {r['p_mc']:.4g} | {r['method']} | {r['value']:.4g} | {ratio:.3g} | {ok} |")
+
+
+def print_traces(traces: list, levels=(3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.0)) -> None:
+    if not traces:
+        return
+    print()
+    print("Share of samples whose unguided Tweedie mean D(x, sigma) is inside the event, after the step to sigma:")
+    print()
+    print("| event | sampler | " + " | ".join(f"sigma ~ {v:g}" for v in levels) + " |")
+    print("|---|---|" + "---|" * len(levels))
+    for t in traces:
+        cells = []
+        for v in levels:
+            sig, share = min(t["trace"], key=lambda r: abs(math.log(r[0] + 1e-4) - math.log(v + 1e-4)))
+            cells.append(f"{share:.2f} ({sig:.2g})")
+        print(f"| {t['event']} | {t['method']} | " + " | ".join(cells) + " |")
+
+
+def print_calibration(rows: list) -> None:
+    if not rows:
+        return
+    print()
+    print("| event | sigma | P(E) of the windows | mean Phi(C(x0_hat)/s) | ratio | mean Phi in E | mean Phi outside E "
+          "| log score | log score of constant P(E) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        p = r["p_event"]
+        const = p * math.log(p) + (1 - p) * math.log(1 - p)
+        print(f"| {r['event']} | {r['sigma']:g} | {p:.4f} | {r['mean_phi']:.4f} | {r['mean_phi'] / p:.2f} "
+              f"| {r['mean_phi_in']:.3f} | {r['mean_phi_out']:.4f} | {r['log_score']:.4f} | {const:.4f} |")
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--prior", default=None, help="a .safetensors/.ckpt prior (default: the shipped lorenz63)")
-    p.add_argument("--n-event", type=int, default=256, help="event-conditioned samples per event")
-    p.add_argument("--steps", type=int, default=32, help="Heun steps of both samplers")
-    p.add_argument("--n-mc", type=int, default=50_000, help="simulator trajectories for the truth")
-    p.add_argument("--n-like", type=int, default=32, help="event samples used for the P(E) estimate")
-    p.add_argument("--like-steps", type=int, default=24, help="Heun steps of the probability-flow likelihood")
-    p.add_argument("--probes", type=int, default=2, help="Hutchinson probes per evaluation")
-    p.add_argument("--sigma-start", type=float, default=1.0, help="noise level of the second P(E) estimator")
-    p.add_argument("--n-split", type=int, default=500, help="samples per level of subset simulation")
-    p.add_argument("--quantiles", type=float, nargs="+", default=[0.5, 0.99],
+    p.add_argument("--n-event", type=int, default=128, help="event-conditioned samples per event and sampler")
+    p.add_argument("--steps", type=int, default=24, help="noise levels of every sampler")
+    p.add_argument("--n-mc", type=int, default=200_000, help="simulator trajectories for the truth")
+    p.add_argument("--n-pool", type=int, default=2048, help="unconditional prior samples (prior MC, rejection)")
+    p.add_argument("--n-split", type=int, default=300,
+                   help="samples per level of subset simulation (0: skip it; the prior's conditional law is then the "
+                        "rejection sample of the pool)")
+    p.add_argument("--samplers", nargs="*", default=["heun", "pc", "heun_cut", "pc_cut"], choices=list(SAMPLER_OPTIONS))
+    p.add_argument("--sigma-cut", type=float, default=2.0, help="guidance only at and below this level (*_cut)")
+    p.add_argument("--quantiles", type=float, nargs="+", default=[0.5, 0.99, 0.999],
                    help="simulator quantiles of max_t x used as thresholds (0.99: a 1 %% event)")
+    p.add_argument("--pf-ode", action="store_true", help="also the paper's PF-ODE identity for P(E) (slow)")
+    p.add_argument("--n-calibration", type=int, default=0,
+                   help="simulator windows for the check of the Tweedie-probit approximation (0: skip)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     prior = DiffusionPrior.pretrained("lorenz63") if a.prior is None else DiffusionPrior.load(a.prior)
     prior.eval()
-    rows = run(prior, n_event=a.n_event, steps=a.steps, n_mc=a.n_mc, n_like=a.n_like, like_steps=a.like_steps,
-               probes=a.probes, seed=a.seed, sigma_start=a.sigma_start, n_split=a.n_split, quantiles=a.quantiles)
-    print(f"Lorenz-63 prior {tuple(prior.shape)}; truth from {a.n_mc} simulator trajectories; Heun {a.steps} steps; "
-          f"P(E) from {a.n_like} event samples, {a.like_steps} likelihood steps, {a.probes} Hutchinson probes; "
-          f"subset simulation with {a.n_split} samples per level")
+    start = time.perf_counter()
+    out = run(prior, quantiles=a.quantiles, n_event=a.n_event, steps=a.steps, n_mc=a.n_mc, n_pool=a.n_pool,
+              n_split=a.n_split, samplers=a.samplers, seed=a.seed, sigma_cut=a.sigma_cut, pf_ode=a.pf_ode, n_calibration=a.n_calibration)
+    print(f"Lorenz-63 prior {tuple(prior.shape)} ({a.prior or 'shipped'}); truth from {a.n_mc} simulator "
+          f"trajectories; {a.steps} noise levels; {a.n_event} event samples per sampler; subset simulation with "
+          f"{a.n_split} samples per level; total {time.perf_counter() - start:.0f} s")
     print()
-    print("| event | threshold | P(E) MC | method | samples in E | share in E | KS(max x) | mean err | std err | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        e = r["errors"]
-        print(f"| {r['event']} | {r['threshold']:.2f} | {r['p_mc']:.4f} | {r['method']} | {r['n']} | {r['share']:.3f} "
-              f"| {e['ks']:.3f} | {e['mean_err']:.3f} | {e['std_err']:.3f} | {r['wall']:.1f} |")
-    print()
-    print("| event | P(E) MC | estimator | P(E) est. | est. / MC |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        for name, value in r["estimates"].items():
-            ratio = value / r["p_mc"] if r["p_mc"] > 0 else float("nan")
-            print(f"| {r['event']} | {r['p_mc']:.4f} | {r['method']}: {name} | {value:.4g} | {ratio:.3g} |")
+    print_tables(out)
+    print_traces(out["traces"])
+    print_calibration(out["calibration"])
+
 
 if __name__ == "__main__":
     main()

@@ -7,7 +7,16 @@ observations of a trajectory with a trajectory prior (SDA-style Gaussian observa
 from .assimilation import assimilate, trajectory_observations
 from .composition import WindowComposedDenoiser
 from .datasets import NAMES, make_trajectory_dataset, trajectories
-from .events import EventConditionedDenoiser, event_log_probability, linear_event, sample_event, threshold_event
+from .events import (
+    EventConditionedDenoiser,
+    guidance_calibration,
+    event_log_probability,
+    linear_event,
+    sample_event,
+    sample_event_smc,
+    sample_predictor_corrector,
+    threshold_event,
+)
 from .splitting import event_probability_splitting
 from .systems import (
     SYSTEMS,
@@ -32,6 +41,7 @@ __all__ = [
     "event_probability_splitting",
     "fitzhugh_nagumo_rhs",
     "get_system",
+    "guidance_calibration",
     "integrate",
     "linear_event",
     "lorenz63_rhs",
@@ -39,6 +49,8 @@ __all__ = [
     "make_trajectory_dataset",
     "rk4_step",
     "sample_event",
+    "sample_event_smc",
+    "sample_predictor_corrector",
     "simulate",
     "threshold_event",
     "trajectories",

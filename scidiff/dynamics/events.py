@@ -28,19 +28,22 @@ The conditional denoiser ``D_E(x) = D(x) + sigma^2 grad log P(E | x)`` is itself
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from tqdm.auto import tqdm
 
 from ..diffusion import sample as _sample
-from ..diffusion._utils import append_dims, as_sigma_batch, check_finite
+from ..diffusion._utils import append_dims, as_sigma_batch, check_finite, host_sigmas
 from ..diffusion.likelihood import probability_flow_log_likelihood
-from ..diffusion.random import Generator, randn
+from ..diffusion.random import Generator, randn, randn_like
 
 EventFn = Callable[[Tensor], Tensor]
 LINKS = ("probit", "logistic")
+VARIANCES = ("jacobian", "squared")
 
 
 # --- event functions ------------------------------------------------------------------------------
@@ -88,6 +91,54 @@ def threshold_event(
     return event
 
 
+# --- a check of the Tweedie-probit approximation on data ---------------------------------------------
+def guidance_calibration(
+    denoiser,
+    event: EventFn,
+    x0: Tensor,
+    sigmas: Sequence[float],
+    *,
+    transform: Callable[[Tensor], Tensor] | None = None,
+    eps: float = 1e-6,
+    batch_size: int = 512,
+    generator: Generator = None,
+) -> list[dict]:
+    """How well ``Phi(C(x0_hat) / s)`` approximates ``P(E | x_sigma)``, checked on clean data ``x0`` (prior units).
+
+    The exact ``P(E | x_sigma)`` obeys the law of total probability at every level, ``E_{x_sigma}[P(E | x_sigma)] =
+    P(E)``, and is calibrated: among noised windows given probability ``p``, a share ``p`` of the clean windows lies
+    in the event. With ``x_sigma = x0 + sigma n`` for data windows ``x0``, both are checked per level against the
+    indicator ``C(x0) > 0``. For a Gaussian prior and a linear event the approximation is exact; for an event through
+    a maximum over time, ``C(E[x0 | x]) < E[C(x0) | x]`` (Jensen) and the linearisation sees one time only, so at
+    large ``sigma`` the approximation is far from the truth where the truth is nearly uninformative. A sampler that
+    follows the probability-flow ODE transports these errors to ``sigma = 0``.
+
+    Returns one row per level: ``{"sigma", "p_event"`` (share of ``x0`` in E), ``"mean_phi"`` (should equal
+    ``p_event``), ``"mean_phi_in"``, ``"mean_phi_out"`` (means over windows inside/outside E), ``"log_score"``
+    (mean Bernoulli log-likelihood of the indicators; ``p log p + (1-p) log(1-p)`` is that of the constant
+    ``P(E)``)``}``.
+    """
+    check_finite(x0, "x0")
+    cond = EventConditionedDenoiser(denoiser, event, transform=transform, eps=eps)
+    with torch.no_grad():
+        y = torch.cat([cond.event_value(chunk) > 0 for chunk in x0.split(batch_size)])
+    if not 0 < int(y.sum()) < len(y):
+        raise ValueError("the data must hold windows both inside and outside the event")
+    rows = []
+    for sigma in sigmas:
+        if not float(sigma) > 0:
+            raise ValueError(f"noise levels must be positive; got {sigma}")
+        noise = randn(x0.shape, generator, device=x0.device, dtype=x0.dtype)
+        log_phi = torch.cat([cond.guidance(chunk + float(sigma) * n, float(sigma))[2].double().cpu()
+                             for chunk, n in zip(x0.split(batch_size), noise.split(batch_size))])
+        phi, yc = log_phi.exp(), y.cpu()
+        log_score = torch.where(yc, log_phi, torch.log1p(-phi.clamp_max(1 - 1e-12)))
+        rows.append({"sigma": float(sigma), "p_event": float(yc.double().mean()), "mean_phi": float(phi.mean()),
+                     "mean_phi_in": float(phi[yc].mean()), "mean_phi_out": float(phi[~yc].mean()),
+                     "log_score": float(log_score.mean())})
+    return rows
+
+
 # --- the event-conditioned denoiser -------------------------------------------------------------
 class EventConditionedDenoiser:
     """``D_E(x, sigma) = D(x, sigma) + sigma^2 grad_x log Phi(C(x0_hat) / s)``: a Denoiser of ``p(x | C(x) > 0)``.
@@ -103,16 +154,35 @@ class EventConditionedDenoiser:
         link: ``"probit"`` -- the exact ``log Phi``; ``"logistic"`` -- the paper code's ``log sigmoid(1.6 z)``,
             whose slope is bounded by 1.6 far outside the event (a gentler pull, where ``log Phi``'s slope grows
             like ``|z|`` and acts as a projection onto the event's boundary).
+        sigma_max: no guidance above this noise level (the prior's denoiser alone). There the exact
+            ``P(E | x_sigma)`` is nearly the constant ``P(E)`` (zero guidance), while the approximation can be far
+            from it for a nonlinear ``C`` (:func:`guidance_calibration` shows where: levels whose log score is
+            worse than the constant's). ``inf``: the paper's guidance at every level.
+        variance: ``"jacobian"`` -- the paper's ``s^2 = sigma^2 grad C^T (dD/dx) grad C``; ``"squared"`` --
+            ``s^2 = sigma^2 |(dD/dx)^T grad C|^2``, free (the guidance's VJP) and never negative. For an exact
+            denoiser ``dD/dx`` is symmetric with eigenvalues in ``[0, 1]``, so ``J^2 <= J`` and the two agree where
+            ``J`` is a projection (data on a low-dimensional manifold at small ``sigma``); a trained network's
+            ``grad C^T J grad C`` along a direction nearly orthogonal to the data (one time of a smooth trajectory)
+            is a small difference of noisy terms, often negative (27-42 % of noised Lorenz-63 windows for a
+            window maximum), which makes ``s`` erratic. Exact for a Gaussian prior and a linear event only with
+            ``"jacobian"``.
     """
 
     def __init__(self, denoiser, event: EventFn, *, transform: Callable[[Tensor], Tensor] | None = None,
-                 eps: float = 1e-6, scale: float = 1.0, link: str = "probit"):
+                 eps: float = 1e-6, scale: float = 1.0, link: str = "probit", sigma_max: float = math.inf,
+                 variance: str = "jacobian"):
         if not callable(event):
             raise TypeError("event must be a callable C(x) -> (B,) tensor")
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         if link not in LINKS:
             raise ValueError(f"link must be one of {LINKS}, got {link!r}")
+        if not sigma_max > 0:
+            raise ValueError(f"sigma_max must be positive, got {sigma_max}")
+        if variance not in VARIANCES:
+            raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+        self.variance = variance
+        self.sigma_max = float(sigma_max)
         self.denoiser, self.event, self.transform = denoiser, event, transform
         self.eps, self.scale, self.link = float(eps), float(scale), link
 
@@ -123,6 +193,19 @@ class EventConditionedDenoiser:
                              f"got {tuple(c.shape)}")
         return c
 
+    def _c_and_s(self, xr: Tensor, sigma: Tensor, cond: dict, create_graph: bool = False):
+        """``x0_hat``, ``C(x0_hat)``, the paper's ``s`` and ``grad_x C(D(x))`` (one VJP through the network)."""
+        x0 = self.denoiser(xr, sigma, **cond)
+        c = self.event_value(x0)
+        # grad C at x0_hat (no network) and grad_x C(D(x))
+        (grad_c,) = torch.autograd.grad(c.sum(), x0, retain_graph=True)
+        (grad_x,) = torch.autograd.grad(c.sum(), xr, create_graph=create_graph, retain_graph=create_graph)
+        if self.variance == "jacobian":
+            quad = (grad_c.detach() * grad_x.detach()).flatten(1).sum(1).abs()
+        else:
+            quad = grad_x.detach().flatten(1).square().sum(1)
+        return x0, c, sigma * (quad + self.eps).sqrt(), grad_x
+
     def guidance(self, x: Tensor, sigma: Tensor | float, **cond) -> tuple[Tensor, Tensor, Tensor]:
         """``x0_hat``, ``grad_x log P(E | x)`` and ``log P(E | x)`` (differentiable in ``x`` when it needs grad)."""
         sigma = as_sigma_batch(sigma, x)
@@ -131,13 +214,7 @@ class EventConditionedDenoiser:
         # every device, the reference ("math") kernel does.
         with torch.enable_grad(), (sdpa_kernel(SDPBackend.MATH) if outer else contextlib.nullcontext()):
             xr = x if outer else x.detach().requires_grad_(True)
-            x0 = self.denoiser(xr, sigma, **cond)
-            c = self.event_value(x0)
-            # grad C at x0_hat (no network) and grad_x C(D(x)) (one VJP through the network)
-            (grad_c,) = torch.autograd.grad(c.sum(), x0, retain_graph=True)
-            (grad_x,) = torch.autograd.grad(c.sum(), xr, create_graph=outer, retain_graph=outer)
-        quad = (grad_c.detach() * grad_x.detach()).flatten(1).sum(1).abs()
-        s = sigma * (quad + self.eps).sqrt()
+            x0, c, s, grad_x = self._c_and_s(xr, sigma, cond, create_graph=outer)
         z = c / s
         if self.link == "probit":
             log_phi = torch.special.log_ndtr(z)
@@ -152,9 +229,153 @@ class EventConditionedDenoiser:
         return x0, grad, log_phi
 
     def __call__(self, x: Tensor, sigma: Tensor | float, **cond) -> Tensor:
-        x0, grad, _ = self.guidance(x, sigma, **cond)
         sig = append_dims(as_sigma_batch(sigma, x), x.ndim)
-        return x0 + self.scale * sig**2 * grad
+        x0, grad, _ = self.guidance(x, sigma, **cond)
+        return x0 + self.scale * sig**2 * grad * (sig <= self.sigma_max)
+
+
+@torch.no_grad()
+def sample_predictor_corrector(
+    denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    corrector_steps: int = 1,
+    snr: float = 0.16,
+    corrector_sigma_max: float = math.inf,
+    cond: dict | None = None,
+    generator: Generator = None,
+    progress: bool = True,
+    callback=None,
+) -> Tensor:
+    """Predictor--corrector sampling (Song et al. 2021, "Score-based generative modeling through SDEs", Alg. 2/5).
+
+    Predictor: one Euler--Maruyama step of the reverse SDE from ``sigma_i`` to ``sigma_{i+1}``. Corrector:
+    ``corrector_steps`` Langevin steps ``x <- x + e score + sqrt(2 e) z`` at ``sigma_{i+1}`` (where
+    ``sigma_{i+1} <= corrector_sigma_max``) with ``e = 2 (snr sigma_{i+1})^2``. This is Alg. 5's step
+    ``2 (snr |z| / |score|)^2`` at its typical value (``|score| ~ |z| / sigma``), made the same for every sample:
+    per-sample norms make the step depend on the state, which breaks the invariance of the Langevin kernel in low
+    dimension (variances come out twice too large for a 4-dimensional Gaussian), and batch-averaged norms would make
+    a sample depend on the batch. ``-log p_sigma`` has curvature at most ``1 / sigma^2`` (a Gaussian smoothing of
+    width ``sigma``), so the step stays stable at every level. The Langevin steps
+    leave ``p_sigma`` invariant, so errors carried in from earlier levels (here: samples that a too-weak guidance
+    left outside the event, then pushed onto its boundary) relax towards the law at the current level instead of
+    being transported as they are by the probability-flow ODE. NFE = ``(1 + corrector_steps) (len(sigmas) - 1)``
+    at most (the last step, to ``sigma = 0``, is the denoiser's mean and has no corrector).
+    """
+    if corrector_steps < 0 or not snr > 0:
+        raise ValueError(f"corrector_steps must be >= 0 and snr > 0; got {corrector_steps} and {snr}")
+    check_finite(x, "initial state x")
+    s, cond = host_sigmas(sigmas), cond or {}
+
+    def score(x: Tensor, sigma: float) -> Tensor:
+        return (denoiser(x, x.new_full((x.shape[0],), sigma), **cond) - x) / sigma**2
+
+    for i in tqdm(range(len(s) - 1), disable=not progress, desc="predictor-corrector", leave=False):
+        h = s[i] ** 2 - s[i + 1] ** 2
+        x = x + h * score(x, s[i])
+        if s[i + 1] > 0:
+            x = x + math.sqrt(h) * randn_like(x, generator)
+        if 0 < s[i + 1] <= corrector_sigma_max:
+            for _ in range(corrector_steps):
+                e = 2 * (snr * s[i + 1]) ** 2
+                x = x + e * score(x, s[i + 1]) + math.sqrt(2 * e) * randn_like(x, generator)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": s[i], "sigma_hat": s[i]})
+    return x
+
+
+@torch.no_grad()
+def sample_event_smc(
+    denoiser,
+    event: EventFn,
+    shape: Sequence[int],
+    sigmas: Tensor,
+    *,
+    transform: Callable[[Tensor], Tensor] | None = None,
+    threshold: float = 0.5,
+    scheme: str = "systematic",
+    base: str = "euler_maruyama",
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+    **guidance_kwargs,
+) -> dict:
+    """Event sampling corrected by sequential Monte Carlo: the paper's ``Phi(C(x0_hat)/s)`` as a twisting function.
+
+    The twisted diffusion sampler (Wu, Trippe, Naesseth, Blei, Cunningham, NeurIPS 2023) applied to an event: the
+    ``N = shape[0]`` particles follow a guided reverse chain (``base``, with the conditional denoiser) and carry
+    weights that make the approximation of ``P(E | x_sigma)`` a proposal instead of an assumption. With
+    ``Phi_i(x) = Phi(C(x0_hat)/s)`` at ``sigma_i``, the unguided transition ``p`` and the guided one ``q`` (same
+    variance ``h = sigma_i^2 - sigma_{i+1}^2``, means ``h sigma_i^2 grad log Phi_i`` apart), each step multiplies
+    the weight by ``p(x' | x) Phi_{i+1}(x') / (q(x' | x) Phi_i(x))``; the last step returns the prior's Tweedie
+    mean ``D(x, sigma_min)`` with weight ``1[C > 0] / Phi_min(x)``. The weighted particles target ``p(x | E)``
+    exactly as ``N`` grows, whatever the quality of the approximation, which only sets the variance of the weights
+    (the effective sample size, returned). Resampling (``scheme``) when the ESS falls below ``threshold N``.
+    ``base``: the unguided chain whose law (conditioned on E) is targeted -- ``"euler_maruyama"`` (the reverse SDE)
+    or ``"ancestral"`` (DDPM steps given ``x0_hat``, as TDS); both are discretisations, exact as the steps shrink.
+    On the Lorenz-63 prior with 24 levels the ancestral chain places rare-event particles on the event's boundary
+    (its small step variance follows the twist's projection), which the weights cannot undo; the reverse SDE keeps
+    them spread (``docs/events.md``).
+
+    ``guidance_kwargs`` go to :class:`EventConditionedDenoiser` (``eps``, ``link``, ``variance``, ``sigma_max``:
+    no twist above that level, where a confident wrong ``Phi`` would collapse the weights). Cost: one
+    forward and one VJP per particle and level, as the guided samplers.
+
+    Returns:
+        ``{"samples"`` (``N`` draws from the final weighted particles, in the denoiser's units), ``"particles"``,
+        ``"log_weights"`` (normalised), ``"ess"`` (after each step, before resampling), ``"resampled"`` (number of
+        resampling steps), ``"in_event"`` (share of final particles inside E)``}``.
+    """
+    from ..kernels.particles import gather_particles, normalize_log_weights, resample, resample_if
+
+    if base not in ("ancestral", "euler_maruyama"):
+        raise ValueError(f"base must be 'ancestral' or 'euler_maruyama', got {base!r}")
+    cond = EventConditionedDenoiser(denoiser, event, transform=transform, **guidance_kwargs)
+    s = host_sigmas(sigmas)
+    if s[-1] != 0.0 or len(s) < 3:
+        raise ValueError("sigmas must hold at least two positive levels and end with 0")
+    def twist(x: Tensor, sigma: float):
+        # no twist above sigma_max: Phi = 1 there (the weights then pick up Phi where the twist starts)
+        x0, grad, log_phi = cond.guidance(x, sigma)
+        return (x0, grad, log_phi) if sigma <= cond.sigma_max else (x0, torch.zeros_like(grad), torch.zeros_like(log_phi))
+
+    x = randn(shape, generator, device=device, dtype=dtype) * s[0]
+    log_w = torch.zeros(shape[0], dtype=torch.float64, device=x.device)
+    x0, grad, log_phi = twist(x, s[0])
+    ess, resampled = [], 0
+    for i in tqdm(range(len(s) - 2), disable=not progress, desc="event SMC", leave=False):
+        # the ancestral (DDPM posterior) step given x0_hat, in sigma space: mean x0 + (s'^2/s^2)(x - x0),
+        # variance s'^2 h / s^2; the guided x0_hat + s^2 grad log Phi shifts the mean by h grad log Phi
+        h = s[i] ** 2 - s[i + 1] ** 2
+        if base == "ancestral":
+            var = s[i + 1] ** 2 * h / s[i] ** 2
+            mean = x0 + (x - x0) * (s[i + 1] ** 2 / s[i] ** 2)
+        else:  # Euler--Maruyama on the reverse SDE
+            var = h
+            mean = x + (x0 - x) * (h / s[i] ** 2)
+        shift = h * grad
+        x_next = mean + shift + math.sqrt(var) * randn_like(x, generator)
+        x0_next, grad_next, log_phi_next = twist(x_next, s[i + 1])
+        # log p(x'|x) - log q(x'|x), two Gaussians of variance var: (|x' - m_q|^2 - |x' - m_p|^2) / (2 var)
+        noise = (x_next - mean - shift).flatten(1)
+        log_ratio = (noise.square().sum(1) - (noise + shift.flatten(1)).square().sum(1)) / (2 * var)
+        log_w = log_w + (log_ratio + log_phi_next - log_phi).double()
+        w_norm = normalize_log_weights(log_w)
+        ess.append(float(1.0 / w_norm.exp().square().sum()))
+        ancestors, log_w, did = resample_if(log_w, threshold, scheme, generator=generator)
+        resampled += int(did)
+        x, x0, grad, log_phi = (gather_particles(t, ancestors) for t in (x_next, x0_next, grad_next, log_phi_next))
+    inside = cond.event_value(x0) > 0
+    log_w = log_w - log_phi.double() + torch.where(inside, 0.0, -math.inf).to(log_w)
+    if not bool(inside.any()):
+        raise RuntimeError("no particle ended inside the event: increase the number of particles")
+    log_w = normalize_log_weights(log_w)
+    draws = gather_particles(x0, resample(log_w, scheme, generator=generator))
+    ess.append(float(1.0 / log_w.exp().square().sum()))
+    return {"samples": draws, "particles": x0, "log_weights": log_w, "ess": ess, "resampled": resampled,
+            "in_event": float(inside.float().mean())}
 
 
 def sample_event(
@@ -167,14 +388,27 @@ def sample_event(
     sampler: str = "heun",
     generator: Generator = None,
     eps: float = 1e-6,
+    link: str = "probit",
+    sigma_max: float = math.inf,
+    variance: str = "jacobian",
     **kwargs,
 ) -> Tensor:
-    """``shape[0]`` samples of ``p(x | C(x) > 0)`` with any sampler of :mod:`scidiff.diffusion` (in the denoiser's units).
+    """``shape[0]`` samples of ``p(x | C(x) > 0)`` (in the denoiser's units).
 
-    Cost per denoiser call: one forward and one VJP through the network.
+    ``sampler``: any name of :data:`scidiff.diffusion.samplers.SAMPLERS` -- ``"heun"`` (deterministic, the
+    probability-flow ODE; ``s_churn > 0`` adds EDM's churn), ``"euler_maruyama"`` (the reverse SDE) -- or
+    ``"pc"``: :func:`sample_predictor_corrector` (reverse SDE + Langevin corrector; ``corrector_steps``, ``snr``,
+    ``corrector_sigma_max`` go through ``kwargs``). All use the conditional denoiser
+    :class:`EventConditionedDenoiser` (``sigma_max``: guidance only at and below that level); cost per guided
+    denoiser call: one forward and one VJP through the network.
     """
-    conditional = EventConditionedDenoiser(denoiser, event, transform=transform, eps=eps)
-    return _sample(conditional, shape, sigmas, sampler=sampler, generator=generator, **kwargs)
+    conditional = EventConditionedDenoiser(denoiser, event, transform=transform, eps=eps, link=link,
+                                           sigma_max=sigma_max, variance=variance)
+    if sampler != "pc":
+        return _sample(conditional, shape, sigmas, sampler=sampler, generator=generator, **kwargs)
+    device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", torch.float32)
+    x = randn(shape, generator, device=device, dtype=dtype) * float(torch.as_tensor(sigmas)[0])
+    return sample_predictor_corrector(conditional, x, sigmas, generator=generator, **kwargs)
 
 
 def event_log_probability(

@@ -43,3 +43,28 @@ def test_shipped_prior_matches_its_card():
     prior = DiffusionPrior.pretrained("lorenz63")
     assert prior.shape == (3, 64)
     assert "lorenz63" in (assets / "lorenz63.md").read_text()
+
+
+def test_finetune_starts_from_the_shipped_weights_and_decays_the_rate():
+    import importlib.util
+    import time
+
+    assets = ROOT / "scidiff" / "assets"
+    if not (assets / "lorenz63.safetensors").exists():
+        pytest.skip("no shipped Lorenz-63 prior")
+    spec = importlib.util.spec_from_file_location("lorenz_finetune", ROOT / "problems/lorenz/finetune.py")
+    finetune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(finetune)
+    shipped = DiffusionPrior.pretrained("lorenz63")
+    prior = finetune.build(str(assets / "lorenz63.safetensors"), lr=5e-4, warmup=10, ema_decay=0.99)
+    for name, value in shipped.precond.state_dict().items():
+        torch.testing.assert_close(prior.precond.state_dict()[name], value)
+        torch.testing.assert_close(prior.ema.state_dict()[name], value)
+    torch.testing.assert_close(prior.norm_std, shipped.norm_std)
+    prior.max_steps, prior.max_seconds = 110, 100.0
+    prior.on_fit_start()
+    assert prior.lr_factor(0) == pytest.approx(0.1) and prior.lr_factor(10) == pytest.approx(1.0, abs=1e-3)
+    assert prior.lr_factor(60) == pytest.approx(0.5 * (1 + prior.lr_final_fraction), abs=0.02)
+    assert prior.lr_factor(110) == pytest.approx(prior.lr_final_fraction)
+    prior._t0 = time.monotonic() - 100.0  # out of wall time: the rate is at its floor whatever the step
+    assert prior.lr_factor(20) == pytest.approx(prior.lr_final_fraction)
