@@ -105,7 +105,8 @@ def slice_metrics(rec: torch.Tensor, truth: torch.Tensor) -> dict:
 def methods_for(prior, op, y, task: str, args) -> dict:
     """The reconstructions to compare on one task, as thunks."""
     seed = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    kw = {"admm": {"lam": args.admm_lam, "rho": args.admm_rho}, "dds": {"lam": args.dds_lam, "rho": args.dds_rho},
+    dds_lam = dict(v.split("=") for v in args.dds_lam_by_task).get(task, args.dds_lam)
+    kw = {"admm": {"lam": args.admm_lam, "rho": args.admm_rho}, "dds": {"lam": float(dds_lam), "rho": args.dds_rho},
           "mbir": {"lam": args.mbir_lam, "rho": args.mbir_rho}}
     dds_kw = {"n_steps": args.dds_steps, "n_cg": args.dds_cg, "eta": args.dds_eta}
     methods = {
@@ -161,7 +162,7 @@ def tune(args) -> None:
     all-direction TV at DDS's best ``rho``, then DiffusionMBIR (the costly one) at DDS's best ``rho`` and ``lam``
     times 1/3, 1 and 3 (the same ADMM problem). The grid is ``--tune-lams`` x ``--tune-rhos``."""
     prior = load_slice_prior(args.prior)
-    op, y, truth = problem(args.val_phantom, "sv8", args.depth, args.size)
+    op, y, truth = problem(args.val_phantom, args.tune_task, args.depth, args.size)
     seed = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     dds_kw = {"n_steps": args.dds_steps, "n_cg": args.dds_cg, "eta": args.dds_eta}
     grid = [(lam, rho) for lam in args.tune_lams for rho in args.tune_rhos]
@@ -172,7 +173,9 @@ def tune(args) -> None:
         f"DiffusionMBIR ({args.mbir_steps} steps)": lambda lam, rho: diffusion_mbir(
             prior, op, y, n_steps=args.mbir_steps, lam=lam, rho=rho, generator=seed()).samples,
     }
-    print(f"validation volume {args.val_phantom}, {args.depth} x {args.size} x {args.size}, sv8\n")
+    short = lambda k: "DiffusionMBIR" if k.startswith("DiffusionMBIR") else k  # noqa: E731
+    solvers = {k: v for k, v in solvers.items() if not args.tune_methods or short(k) in args.tune_methods}
+    print(f"validation volume {args.val_phantom}, {args.depth} x {args.size} x {args.size}, {args.tune_task}\n")
     print("| method | lam / |A|^2 | rho / |A|^2 | PSNR 3D | axial | coronal | sagittal | max gap | wall s |")
     print("|---|---|---|---|---|---|---|---|---|")
     dds_best = None
@@ -301,6 +304,11 @@ def main(argv=None) -> None:
     p.add_argument("--dds-variants", nargs="*", default=[], help="extra DDS runs of --mode speed, as steps:n_cg:eta")
     p.add_argument("--tune-lams", nargs="+", type=float, default=[1e-4, 3e-4, 1e-3], help="--mode tune grid")
     p.add_argument("--tune-rhos", nargs="+", type=float, default=[3e-3, 1e-2, 3e-2], help="--mode tune grid")
+    p.add_argument("--tune-task", default="sv8", choices=list(TASKS), help="task of --mode tune")
+    p.add_argument("--tune-methods", nargs="*", default=[],
+                   help='--mode tune: only these ("ADMM-TV", "DDS", "DDS (tv=all)", "DiffusionMBIR")')
+    p.add_argument("--dds-lam-by-task", nargs="*", default=[], metavar="TASK=LAM",
+                   help="DDS lam for single tasks (chosen by --mode tune --tune-task on the validation volume)")
     p.add_argument("--speed-depth", type=int, default=8, help="volume depth of --mode speed")
     p.add_argument("--speed-mbir-steps", type=int, default=2000, help="DiffusionMBIR steps of --mode speed (paper: 2000)")
     for m, v in TUNED.items():
