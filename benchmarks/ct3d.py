@@ -20,7 +20,9 @@ every 5 ms). Ratios are against ADMM-TV (dB gain) and DiffusionMBIR (speed) in t
 
 Usage (repository root): PYTHONPATH=. python benchmarks/ct3d.py [--mode table|tune|speed] [--size 32] [--depth 16]
     [--tasks sv8 sv4 sv2 la90 fan8 mri4 mri8] [--mbir-steps 200] [--mbir-tasks sv8] [--dds-steps 50]
-    [--prior ct_slices32] [--threads 1]
+    [--dds-cg 10] [--dds-eta 0.85] [--dds-lam-by-task TASK=LAM ...] [--prior ct_slices32] [--threads 1]
+    tune:  [--tune-task sv8] [--tune-methods ADMM-TV DDS ...] [--tune-lams ...] [--tune-rhos ...]
+    speed: [--speed-depth 4] [--dds-variants STEPS:CG:ETA ...] [--phantoms random2000]
 """
 
 from __future__ import annotations
