@@ -20,7 +20,9 @@ every 5 ms). Ratios are against ADMM-TV (dB gain) and DiffusionMBIR (speed) in t
 
 Usage (repository root): PYTHONPATH=. python benchmarks/ct3d.py [--mode table|tune|speed] [--size 32] [--depth 16]
     [--tasks sv8 sv4 sv2 la90 fan8 mri4 mri8] [--mbir-steps 200] [--mbir-tasks sv8] [--dds-steps 50]
-    [--prior ct_slices32] [--threads 1]
+    [--dds-cg 10] [--dds-eta 0.85] [--dds-lam-by-task TASK=LAM ...] [--prior ct_slices32] [--threads 1]
+    tune:  [--tune-task sv8] [--tune-methods ADMM-TV DDS ...] [--tune-lams ...] [--tune-rhos ...]
+    speed: [--speed-depth 4] [--dds-variants STEPS:CG:ETA ...] [--phantoms random2000]
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ TASKS = {
 }
 
 #: lam, rho relative to |A|^2, chosen by ``--mode tune`` on the validation volume random2000 (8 x 32 x 32, 8 views;
-#: docs/ct3d.md), also in problems/ct3d/*.yaml; the library functions keep lam = 1e-3, rho = 1e-2.
-TUNED = {"admm": {"lam": 0.0003, "rho": 0.01}, "dds": {"lam": 0.0003, "rho": 0.01}, "mbir": {"lam": 0.0009, "rho": 0.01}}
+#: docs/ct3d.md), also in problems/ct3d/*.yaml; the library functions keep lam = 1e-3, rho = 1e-2. DDS's lam also
+#: serves its all-direction TV variant (best there too).
+TUNED = {"admm": {"lam": 0.001, "rho": 0.03}, "dds": {"lam": 0.0001, "rho": 0.01}, "mbir": {"lam": 0.0003, "rho": 0.01}}
 
 
 class PeakRSS:
@@ -104,14 +107,21 @@ def slice_metrics(rec: torch.Tensor, truth: torch.Tensor) -> dict:
 def methods_for(prior, op, y, task: str, args) -> dict:
     """The reconstructions to compare on one task, as thunks."""
     seed = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    kw = {"admm": {"lam": args.admm_lam, "rho": args.admm_rho}, "dds": {"lam": args.dds_lam, "rho": args.dds_rho},
+    dds_lam = dict(v.split("=") for v in args.dds_lam_by_task).get(task, args.dds_lam)
+    kw = {"admm": {"lam": args.admm_lam, "rho": args.admm_rho}, "dds": {"lam": float(dds_lam), "rho": args.dds_rho},
           "mbir": {"lam": args.mbir_lam, "rho": args.mbir_rho}}
+    dds_kw = {"n_steps": args.dds_steps, "n_cg": args.dds_cg, "eta": args.dds_eta}
     methods = {
         "FBP" if isinstance(op, SliceTomography) else "zero-filled": lambda: fbp(op, y),
         "ADMM-TV": lambda: admm_tv(op, y, tv="all", n_iter=30, n_cg=20, **kw["admm"]),
-        "2D slices (DDS, no z-TV)": lambda: dds(prior, op, y, n_steps=args.dds_steps, tv="none", generator=seed()).samples,
-        "DDS": lambda: dds(prior, op, y, n_steps=args.dds_steps, generator=seed(), **kw["dds"]).samples,
     }
+    if prior.shape[-1] != op.slice_shape[-1]:  # e.g. 64^3 with the 32 x 32 prior: classical rows only
+        return methods
+    methods.update({
+        "2D slices (DDS, no z-TV)": lambda: dds(prior, op, y, tv="none", generator=seed(), **dds_kw).samples,
+        "DDS": lambda: dds(prior, op, y, generator=seed(), **dds_kw, **kw["dds"]).samples,
+        "DDS (3D TV)": lambda: dds(prior, op, y, tv="all", generator=seed(), **dds_kw, **kw["dds"]).samples,
+    })
     if task in args.mbir_tasks:
         methods["DiffusionMBIR"] = lambda: diffusion_mbir(prior, op, y, n_steps=args.mbir_steps, generator=seed(),
                                                           **kw["mbir"]).samples
@@ -150,59 +160,82 @@ def run(args) -> list[dict]:
 
 
 def tune(args) -> None:
-    """Validation PSNR (3D) over a grid of ``lam``, ``rho`` at 8 views: ADMM-TV and DDS on a grid, then
-    DiffusionMBIR (the costly one) at DDS's best ``rho`` and ``lam`` times 1 and 3 (the same ADMM problem)."""
+    """Validation PSNR (3D) over a grid of ``lam``, ``rho`` at 8 views: ADMM-TV and DDS (z-TV) on the grid, DDS with
+    all-direction TV at DDS's best ``rho``, then DiffusionMBIR (the costly one) at DDS's best ``rho`` and ``lam``
+    times 1/3, 1 and 3 (the same ADMM problem). The grid is ``--tune-lams`` x ``--tune-rhos``."""
     prior = load_slice_prior(args.prior)
-    op, y, truth = problem(args.val_phantom, "sv8", args.depth, args.size)
+    op, y, truth = problem(args.val_phantom, args.tune_task, args.depth, args.size)
     seed = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    grid = [(lam, rho) for lam in (3e-4, 1e-3, 3e-3) for rho in (1e-2, 1e-1)]
+    dds_kw = {"n_steps": args.dds_steps, "n_cg": args.dds_cg, "eta": args.dds_eta}
+    grid = [(lam, rho) for lam in args.tune_lams for rho in args.tune_rhos]
     solvers = {
         "ADMM-TV": lambda lam, rho: admm_tv(op, y, lam=lam, rho=rho, tv="all", n_iter=30, n_cg=20),
-        "DDS": lambda lam, rho: dds(prior, op, y, n_steps=args.dds_steps, lam=lam, rho=rho, generator=seed()).samples,
+        "DDS": lambda lam, rho: dds(prior, op, y, lam=lam, rho=rho, generator=seed(), **dds_kw).samples,
+        "DDS (tv=all)": lambda lam, rho: dds(prior, op, y, lam=lam, rho=rho, tv="all", generator=seed(), **dds_kw).samples,
         f"DiffusionMBIR ({args.mbir_steps} steps)": lambda lam, rho: diffusion_mbir(
             prior, op, y, n_steps=args.mbir_steps, lam=lam, rho=rho, generator=seed()).samples,
     }
-    print(f"validation volume {args.val_phantom}, {args.depth} x {args.size} x {args.size}, sv8\n")
-    print("| method | lam / |A|^2 | rho / |A|^2 | PSNR 3D | axial | coronal | sagittal | wall s |")
-    print("|---|---|---|---|---|---|---|---|")
-    best = None
+    short = lambda k: "DiffusionMBIR" if k.startswith("DiffusionMBIR") else k  # noqa: E731
+    solvers = {k: v for k, v in solvers.items() if not args.tune_methods or short(k) in args.tune_methods}
+    print(f"validation volume {args.val_phantom}, {args.depth} x {args.size} x {args.size}, {args.tune_task}\n")
+    print("| method | lam / |A|^2 | rho / |A|^2 | PSNR 3D | axial | coronal | sagittal | max gap | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    dds_best = None
     for name, fn in solvers.items():
-        if name.startswith("DiffusionMBIR"):
-            grid = [(best[1], best[2]), (3 * best[1], best[2])]
+        if name != "ADMM-TV" and name != "DDS":  # around DDS's optimum (same ADMM problem)
+            grid = [(f * dds_best[1], dds_best[2]) for f in (1 / 3, 1, 3)]
         best = None
         for lam, rho in grid:
             rec, wall, _ = measure(lambda: fn(lam, rho))
             m = slice_metrics(rec, truth)
-            print(f"| {name} | {lam:g} | {rho:g} | {m['psnr3d']:.2f} | {m['axial_psnr']:.2f} | {m['coronal_psnr']:.2f} | "
-                  f"{m['sagittal_psnr']:.2f} | {wall:.1f} |", flush=True)
+            print(f"| {name} | {lam:.3g} | {rho:.3g} | {m['psnr3d']:.2f} | {m['axial_psnr']:.2f} | {m['coronal_psnr']:.2f} | "
+                  f"{m['sagittal_psnr']:.2f} | {orientation_gap(m):.2f} | {wall:.1f} |", flush=True)
             best = max(best or (m["psnr3d"], lam, rho), (m["psnr3d"], lam, rho))
-        print(f"| **{name} best** | {best[1]:g} | {best[2]:g} | {best[0]:.2f} | | | | |", flush=True)
+        edge = " (on the grid's edge)" if name in ("ADMM-TV", "DDS") and (
+            best[1] in (min(args.tune_lams), max(args.tune_lams)) or best[2] in (min(args.tune_rhos), max(args.tune_rhos))) else ""
+        print(f"| **{name} best{edge}** | {best[1]:.3g} | {best[2]:.3g} | {best[0]:.2f} | | | | | |", flush=True)
+        if name == "DDS":
+            dds_best = best
+
+
+def orientation_gap(m: dict) -> float:
+    """Largest shortfall of coronal or sagittal mean slice PSNR from axial, dB (slice inconsistency shows here)."""
+    return max(abs(m["axial_psnr"] - m["coronal_psnr"]), abs(m["axial_psnr"] - m["sagittal_psnr"]))
 
 
 def speed(args) -> None:
-    """DDS against DiffusionMBIR at the papers' step counts, both in full, on a ``--speed-depth`` volume at 8 views."""
+    """DDS against DiffusionMBIR at the papers' step counts, both in full, on a ``--speed-depth`` volume at 8 views.
+
+    ``--dds-variants`` adds DDS runs given as ``steps:n_cg:eta`` (more steps, more CG, other eta); each row gets its
+    wall-time ratio to DiffusionMBIR and its PSNR difference. Choose a variant on the validation volume
+    (``--phantoms random2000``), then report it on the test volume."""
     prior = load_slice_prior(args.prior)
     op, y, truth = problem(args.phantoms[0], "sv8", args.speed_depth, args.size)
     seed = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    variants = [(args.dds_steps, args.dds_cg, args.dds_eta)] + [
+        (int(a), int(b), float(c)) for a, b, c in (v.split(":") for v in args.dds_variants)]
     runs = {
-        f"DDS ({args.dds_steps} steps)": (args.dds_steps, lambda: dds(
-            prior, op, y, n_steps=args.dds_steps, lam=args.dds_lam, rho=args.dds_rho, generator=seed()).samples),
         "ADMM-TV": (30, lambda: admm_tv(op, y, lam=args.admm_lam, rho=args.admm_rho, tv="all", n_iter=30, n_cg=20)),
         f"DiffusionMBIR ({args.speed_mbir_steps} steps)": (args.speed_mbir_steps, lambda: diffusion_mbir(
             prior, op, y, n_steps=args.speed_mbir_steps, lam=args.mbir_lam, rho=args.mbir_rho, generator=seed()).samples),
     }
+    for steps, n_cg, eta in variants:
+        runs[f"DDS ({steps} steps, {n_cg} CG, eta {eta:g})"] = (steps, lambda steps=steps, n_cg=n_cg, eta=eta: dds(
+            prior, op, y, n_steps=steps, n_cg=n_cg, eta=eta, lam=args.dds_lam, rho=args.dds_rho, generator=seed()).samples)
     print(f"phantom {args.phantoms[0]}, volume {args.speed_depth} x {args.size} x {args.size} (measured at 2x), sv8\n")
-    print("| method | steps | wall s | s / step | PSNR 3D | axial | coronal | sagittal |")
-    print("|---|---|---|---|---|---|---|---|")
-    walls = {}
+    print("| method | steps | wall s | s / step | PSNR 3D | axial | coronal | sagittal | MBIR time / time | dB vs MBIR |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    mbir_name = list(runs)[1]
+    mbir = None
     for name, (steps, fn) in runs.items():
         rec, wall, _ = measure(fn)
-        walls[name] = wall
         m = slice_metrics(rec, truth)
+        if name == mbir_name:
+            mbir = (wall, m["psnr3d"])
+        ratio = f"{mbir[0] / wall:.1f}x" if mbir else "-"
+        gain = f"{m['psnr3d'] - mbir[1]:+.2f}" if mbir else "-"
         print(f"| {name} | {steps} | {wall:.1f} | {wall / steps:.4f} | {m['psnr3d']:.2f} | {m['axial_psnr']:.2f} | "
-              f"{m['coronal_psnr']:.2f} | {m['sagittal_psnr']:.2f} |", flush=True)
-    dds_name, mbir_name = list(runs)[0], list(runs)[2]
-    print(f"\nDiffusionMBIR / DDS wall time: {walls[mbir_name] / walls[dds_name]:.1f}x (measured, full runs)")
+              f"{m['coronal_psnr']:.2f} | {m['sagittal_psnr']:.2f} | {ratio} | {gain} |", flush=True)
 
 
 def _row(r: dict) -> str:
@@ -212,14 +245,18 @@ def _row(r: dict) -> str:
 
 
 def summary(rows: list[dict]) -> None:
-    print("\n| phantom | task | method | dB vs ADMM-TV (3D) | max gap axial vs coronal/sagittal, dB | time / MBIR time |")
-    print("|---|---|---|---|---|---|")
+    """Gain over ADMM-TV, the orientation gap (and its excess over ADMM-TV's, whose 3D TV has no slice
+    inconsistency: the rest of the gap comes from what the slices of each orientation hold), and time ratios."""
+    print("\n| phantom | task | method | dB vs ADMM-TV (3D) | max gap axial vs coronal/sagittal, dB | gap - ADMM-TV's gap, dB | time / MBIR time |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        base = next(b for b in rows if b["phantom"] == r["phantom"] and b["task"] == r["task"] and b["method"] == "ADMM-TV")
-        mbir = next((b for b in rows if b["phantom"] == r["phantom"] and b["task"] == r["task"] and b["method"] == "DiffusionMBIR"), None)
-        gap = max(abs(r["axial_psnr"] - r["coronal_psnr"]), abs(r["axial_psnr"] - r["sagittal_psnr"]))
+        same = [b for b in rows if b["phantom"] == r["phantom"] and b["task"] == r["task"]]
+        base = next(b for b in same if b["method"] == "ADMM-TV")
+        mbir = next((b for b in same if b["method"] == "DiffusionMBIR"), None)
+        gap = orientation_gap(r)
         speed = f"{r['wall_s'] / mbir['wall_s']:.3f}" if mbir else "-"
-        print(f"| {r['phantom']} | {r['task']} | {r['method']} | {r['psnr3d'] - base['psnr3d']:+.2f} | {gap:.2f} | {speed} |")
+        print(f"| {r['phantom']} | {r['task']} | {r['method']} | {r['psnr3d'] - base['psnr3d']:+.2f} | {gap:.2f} | "
+              f"{gap - orientation_gap(base):+.2f} | {speed} |")
 
 
 _MEMORY_CHILD = """
@@ -263,6 +300,17 @@ def main(argv=None) -> None:
     p.add_argument("--mbir-tasks", nargs="+", default=["sv8"])
     p.add_argument("--mbir-steps", type=int, default=200)
     p.add_argument("--dds-steps", type=int, default=50)
+    p.add_argument("--dds-cg", type=int, default=10,
+                   help="CG steps per DDS step (paper: 5; 10 chosen on the validation volume by --mode speed)")
+    p.add_argument("--dds-eta", type=float, default=0.85, help="DDIM stochasticity of DDS (paper: 0.85)")
+    p.add_argument("--dds-variants", nargs="*", default=[], help="extra DDS runs of --mode speed, as steps:n_cg:eta")
+    p.add_argument("--tune-lams", nargs="+", type=float, default=[1e-4, 3e-4, 1e-3], help="--mode tune grid")
+    p.add_argument("--tune-rhos", nargs="+", type=float, default=[3e-3, 1e-2, 3e-2], help="--mode tune grid")
+    p.add_argument("--tune-task", default="sv8", choices=list(TASKS), help="task of --mode tune")
+    p.add_argument("--tune-methods", nargs="*", default=[],
+                   help='--mode tune: only these ("ADMM-TV", "DDS", "DDS (tv=all)", "DiffusionMBIR")')
+    p.add_argument("--dds-lam-by-task", nargs="*", default=[], metavar="TASK=LAM",
+                   help="DDS lam for single tasks (chosen by --mode tune --tune-task on the validation volume)")
     p.add_argument("--speed-depth", type=int, default=8, help="volume depth of --mode speed")
     p.add_argument("--speed-mbir-steps", type=int, default=2000, help="DiffusionMBIR steps of --mode speed (paper: 2000)")
     for m, v in TUNED.items():
