@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
     stem = Path(a.out)
     stem.parent.mkdir(parents=True, exist_ok=True)
     recipe = {("budget_" + k if k in ("steps", "seconds") else k): v for k, v in vars(a).items()}
-    recipe["train_molecules"] = len(train)
+    recipe.update(train_molecules=len(train), molecular=True)
     t0 = time.perf_counter()
 
     def checkpoint(step, averaged):
