@@ -83,7 +83,7 @@ def molecules(args) -> None:
     base = None
     for label, model, info in models:
         for sampler, kw in (("unconstrained", {}), ("valence-masked (optional)", {"max_valence": MAX_VALENCE})):
-            if sampler != "unconstrained" and args.no_valence_rows:
+            if sampler != "unconstrained" and (args.no_valence_rows or (args.valence_models and label not in args.valence_models)):
                 continue
             graphs, c = sample(model, args.samples, args.seed, **kw)
             smiles = [types_to_smiles(x, a) for x, a in graphs]
@@ -221,6 +221,7 @@ def main() -> None:
     p.add_argument("--graph-samples", type=int, default=48)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-valence-rows", action="store_true", help="skip the valence-masked sampler rows")
+    p.add_argument("--valence-models", nargs="*", default=[], metavar="LABEL", help="valence-masked rows only for these")
     p.add_argument("--cgd-model", default=None, help="one-shot weights for the CGD table (default: train one)")
     p.add_argument("--cgd-quantile", type=float, default=0.6)
     p.add_argument("--cgd-steps", type=int, default=300)

@@ -102,3 +102,14 @@ def test_load_model_rejects_other_safetensors(tmp_path):
     save_file({"w": torch.zeros(2)}, tmp_path / "other.safetensors", metadata={"format": "something-else"})
     with pytest.raises(ValueError, match="not a graph diffusion model"):
         load_model(tmp_path / "other.safetensors")
+
+
+def test_fit_checks_its_budget_and_ema():
+    from scidiff.graphs.model import fit
+
+    recs = prepare([smiles_to_data("CCO")], 0)
+    model = BlockDiffusion.from_records(recs, 7, 4, T=4, hidden=16, hidden_e=8, layers=1)
+    with pytest.raises(ValueError, match="ema must lie in"):
+        fit(model, recs, steps=1, ema=1.5)
+    with pytest.raises(ValueError, match="give steps or seconds"):
+        fit(model, recs)
