@@ -25,24 +25,14 @@ def train_main(argv: list[str]) -> dict:
 
 def load_graph_model(spec: str):
     """``(BlockDiffusion, molecular)`` from a Lightning checkpoint, a safetensors file or a shipped model name."""
-    from importlib.resources import files
-
     from .model import load_model
 
-    path = Path(spec)
-    if not path.exists() and path.suffix == "" and "/" not in spec:
-        asset = files("scidiff") / "assets" / f"{spec}.safetensors"
-        if not asset.is_file():
-            shipped = sorted(p.name.removesuffix(".safetensors") for p in (files("scidiff") / "assets").iterdir()
-                             if p.name.startswith("moses") and p.name.endswith(".safetensors"))
-            raise FileNotFoundError(f"no graph model {spec!r}: not a file and not a shipped model (shipped: {shipped})")
-        path = Path(str(asset))
-    if path.suffix == ".safetensors":
-        model, info = load_model(path)
+    if not (spec.endswith(".ckpt") or (Path(spec).is_file() and not spec.endswith(".safetensors"))):
+        model, info = load_model(spec)
         return model, bool(info.get("molecular", model.kx > 1))
     from .lightning import GraphDiffusionModule
 
-    module = GraphDiffusionModule.load(path)
+    module = GraphDiffusionModule.load(spec)
     return module.model, module.hparams.molecular
 
 

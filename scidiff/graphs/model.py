@@ -341,11 +341,23 @@ def save_model(model: BlockDiffusion, path, info: dict | None = None):
 
 
 def load_model(path, map_location: str | torch.device = "cpu") -> tuple[BlockDiffusion, dict]:
-    """``(model in eval mode, info dict)`` from a file written by :func:`save_model`."""
+    """``(model in eval mode, info dict)`` from a file written by :func:`save_model`, or from the name of a model
+    shipped in ``scidiff/assets`` (``"moses12"``: the one-shot model of the 12-heavy-atom MOSES subset; its
+    model card is ``scidiff/assets/moses12.md``)."""
     import json
+    from importlib.resources import files
+    from pathlib import Path
 
     from safetensors import safe_open
     from safetensors.torch import load_file
+
+    if not Path(path).exists() and isinstance(path, str) and "/" not in path and not path.endswith(".safetensors"):
+        assets = files("scidiff") / "assets"
+        if not (assets / f"{path}.safetensors").is_file():
+            shipped = sorted(p.name.removesuffix(".safetensors") for p in assets.iterdir()
+                             if p.name.startswith("moses") and p.name.endswith(".safetensors"))
+            raise FileNotFoundError(f"no graph model {path!r}: not a file and not a shipped model (shipped: {shipped})")
+        path = str(assets / f"{path}.safetensors")
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
