@@ -1,5 +1,7 @@
 """``scidiff graphs -c problems/<name>/config.yaml`` (train, sample, score) and
-``scidiff sample --graphs model.ckpt --n 64 -o samples`` (SMILES + SDF for molecules, graph6 for graphs)."""
+``scidiff sample --graphs MODEL --n 64 -o samples`` (SMILES + SDF for molecules, graph6 for graphs). ``MODEL`` is
+a Lightning checkpoint written by ``scidiff graphs``, a ``.safetensors`` file written by
+:func:`scidiff.graphs.save_model`, or the name of a shipped model (``moses12``: ``scidiff/assets/moses12.safetensors``)."""
 
 from __future__ import annotations
 
@@ -21,27 +23,46 @@ def train_main(argv: list[str]) -> dict:
     return report
 
 
+def load_graph_model(spec: str):
+    """``(BlockDiffusion, molecular)`` from a Lightning checkpoint, a safetensors file or a shipped model name."""
+    from .model import load_model
+
+    if not (spec.endswith(".ckpt") or (Path(spec).is_file() and not spec.endswith(".safetensors"))):
+        model, info = load_model(spec)
+        return model, bool(info.get("molecular", model.kx > 1))
+    from .lightning import GraphDiffusionModule
+
+    module = GraphDiffusionModule.load(spec)
+    return module.model, module.hparams.molecular
+
+
 def sample_main(argv: list[str]) -> list:
     import networkx as nx
     import torch
 
     from .._files import atomic_path
     from ..diffusion import seeded_generators
-    from .lightning import GraphDiffusionModule
+    from .molecules import MAX_VALENCE
     from .writers import graphs_from_types, write_molecules
 
     p = argparse.ArgumentParser(prog="scidiff sample --graphs", description="Sample a trained graph diffusion model.")
-    p.add_argument("--graphs", required=True, help="a checkpoint written by `scidiff graphs`")
+    p.add_argument("--graphs", required=True, help="a checkpoint written by `scidiff graphs`, a .safetensors model "
+                   "or a shipped model name (moses12)")
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--steps", type=int, default=None, help="reverse steps per block (default: the model's T)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i, whatever the batch size")
+    p.add_argument("--valence-mask", action="store_true", help="molecules: the optional valence-constrained sampler "
+                   "(bond orders beyond an atom's valence are masked at every step); off = the model's own distribution")
     p.add_argument("-o", "--out", default="samples", help="output stem: writes STEM.smi + STEM.sdf or STEM.g6")
     a = p.parse_args(argv)
-    module = GraphDiffusionModule.load(a.graphs)
+    model, molecular = load_graph_model(a.graphs)
+    if a.valence_mask and not molecular:
+        raise ValueError("--valence-mask needs a molecule model (atom and bond types)")
     with torch.no_grad():
-        graphs, _ = module.model.sample(a.n, steps=a.steps, generator=seeded_generators(range(a.seed, a.seed + a.n)))
+        graphs, _ = model.sample(a.n, steps=a.steps, generator=seeded_generators(range(a.seed, a.seed + a.n)),
+                                 max_valence=MAX_VALENCE if a.valence_mask else None)
     stem = Path(a.out)
-    if module.hparams.molecular:
+    if molecular:
         smiles = write_molecules(graphs, stem)
         print(f"wrote {a.n} samples ({sum(s is not None for s in smiles)} valid) to {stem.with_suffix('.smi')} and .sdf")
         return smiles

@@ -107,13 +107,15 @@ def planar_graph(seed: int, n: int = 64) -> nx.Graph:
     return g
 
 
-def sbm_graph(seed: int) -> nx.Graph:
-    """Stochastic block model: 2-5 communities of 20-40 nodes, p_in = 0.3, p_out = 0.005 (SPECTRE)."""
+def sbm_graph(seed: int, blocks: tuple[int, int] = (2, 5), sizes: tuple[int, int] = (20, 40), p_in: float = 0.3,
+              p_out: float = 0.005) -> nx.Graph:
+    """Stochastic block model: ``blocks`` (inclusive range) communities of ``sizes`` nodes each, edge probability
+    ``p_in`` inside and ``p_out`` between communities. Defaults are SPECTRE's (2-5 x 20-40, 0.3, 0.005)."""
     rng = np.random.default_rng(seed)
-    k = int(rng.integers(2, 6))
-    sizes = [int(s) for s in rng.integers(20, 41, size=k)]
-    probs = np.full((k, k), 0.005)
-    np.fill_diagonal(probs, 0.3)
+    k = int(rng.integers(blocks[0], blocks[1] + 1))
+    sizes = [int(s) for s in rng.integers(sizes[0], sizes[1] + 1, size=k)]
+    probs = np.full((k, k), p_out)
+    np.fill_diagonal(probs, p_in)
     g = nx.stochastic_block_model(sizes, probs.tolist(), seed=int(rng.integers(2**31)))
     return nx.convert_node_labels_to_integers(nx.Graph(g))
 
@@ -121,12 +123,13 @@ def sbm_graph(seed: int) -> nx.Graph:
 SYNTHETIC = {"community_small": (community_small_graph, 100), "planar": (planar_graph, 200), "sbm": (sbm_graph, 200)}
 
 
-def synthetic_graphs(name: str, num_graphs: int | None = None, seed: int = 0) -> list[nx.Graph]:
-    """``num_graphs`` graphs of a SPECTRE-style set (defaults: 100 community-small, 200 planar, 200 SBM)."""
+def synthetic_graphs(name: str, num_graphs: int | None = None, seed: int = 0, **kw) -> list[nx.Graph]:
+    """``num_graphs`` graphs of a SPECTRE-style set (defaults: 100 community-small, 200 planar, 200 SBM); ``kw``
+    go to the generator (e.g. ``n`` for planar, ``blocks`` / ``sizes`` for SBM: scaled-down variants)."""
     if name not in SYNTHETIC:
         raise ValueError(f"unknown synthetic graph set {name!r}; expected one of {sorted(SYNTHETIC)}")
     fn, default = SYNTHETIC[name]
-    return [fn(seed + i) for i in range(default if num_graphs is None else num_graphs)]
+    return [fn(seed + i, **kw) for i in range(default if num_graphs is None else num_graphs)]
 
 
 def graph_to_data(g: nx.Graph) -> Data:

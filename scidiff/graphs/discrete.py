@@ -86,3 +86,42 @@ def posterior_probs(zt: Tensor, x0_probs: Tensor, alpha_t: Tensor, abar_s: Tenso
     prior = b(abar_s) * w + (1 - b(abar_s)) * m * w.sum(-1, keepdim=True)
     p = like * prior
     return p / p.sum(-1, keepdim=True).clamp_min(1e-30)
+
+
+def valence_constrained_edge_sample(probs: Tensor, fixed: Tensor, free: Tensor, capacity: Tensor,
+                                    generator: Generator = None) -> Tensor:
+    """Symmetric edge classes drawn from ``probs`` [B, N, N, K] on the ``free`` pairs, never letting a node's bond
+    order sum exceed ``capacity`` [B, N] (class k = bond order k). Pairs outside ``free`` keep their ``fixed``
+    class and count towards the sums.
+
+    An optional, chemistry-aware sampling step (not part of DiGress or PARD): pairs are visited from the most
+    confident prediction to the least, and each draws from its distribution restricted to the bond orders that
+    both end atoms still have room for ("no bond" is always allowed). It uses the same uniforms as
+    :func:`symmetric_edge_sample`, so when no constraint binds the draw is identical to the unconstrained one.
+    """
+    b, n, _, k = probs.shape
+    u = rand(probs.shape[:-1], generator, device=probs.device, dtype=probs.dtype)
+    upper = torch.triu(torch.ones(n, n, dtype=torch.bool, device=probs.device), 1)
+    pairs = free & upper
+    fixed = torch.where(free, torch.zeros_like(fixed), fixed)
+    used = fixed.sum(-1).to(capacity.dtype)
+    order = torch.arange(k, device=probs.device).to(capacity.dtype)
+    conf = torch.where(pairs, probs.amax(-1), torch.full_like(u, -1.0)).reshape(b, -1)
+    visit = conf.argsort(-1, descending=True)[:, : int(pairs.sum((1, 2)).max())]
+    z = torch.zeros(b, n * n, dtype=torch.long, device=probs.device)
+    rows = torch.arange(b, device=probs.device)
+    flat_p, flat_u, flat_pairs = probs.reshape(b, n * n, k), u.reshape(b, -1), pairs.reshape(b, -1)
+    for r in range(visit.shape[1]):
+        idx = visit[:, r]
+        i, j = idx // n, idx % n
+        room = torch.minimum(capacity[rows, i] - used[rows, i], capacity[rows, j] - used[rows, j])
+        p = flat_p[rows, idx] * (order[None] <= room[:, None])
+        p[:, 0] = torch.where(p.sum(-1) > 0, p[:, 0], torch.ones_like(p[:, 0]))  # nothing allowed had mass: no bond
+        cdf = p.cumsum(-1)
+        cls = (cdf / cdf[:, -1:] < flat_u[rows, idx, None]).sum(-1).clamp_max(k - 1)
+        cls = torch.where(flat_pairs[rows, idx], cls, torch.zeros_like(cls))
+        z[rows, idx] = cls
+        used[rows, i] += cls.to(used.dtype)
+        used[rows, j] += cls.to(used.dtype)
+    z = z.reshape(b, n, n)
+    return z + z.transpose(1, 2) + fixed

@@ -24,7 +24,8 @@ from torch_geometric.data import Data
 
 from ..diffusion.random import Generator
 from .blocks import block_decomposition, order_by_blocks
-from .discrete import cosine_alpha_bar, forward_probs, limit_distribution, posterior_probs, sample_categorical, symmetric_edge_sample
+from .discrete import (cosine_alpha_bar, forward_probs, limit_distribution, posterior_probs, sample_categorical,
+                       symmetric_edge_sample, valence_constrained_edge_sample)
 from .molecules import dense_types
 from .networks import GraphTransformer, structural_features
 
@@ -72,6 +73,13 @@ class BlockDiffusion(nn.Module):
                  heads: int = 4, ppgn: bool = False, lambda_e: float = 5.0, size_layers: int = 2,
                  max_block_size: int | None = None):
         super().__init__()
+        # constructor arguments as plain types: saved beside the weights so a model rebuilds without pickles
+        self.config = {"num_node_types": num_node_types, "num_edge_types": num_edge_types,
+                       "node_counts": [float(v) for v in node_counts], "edge_counts": [float(v) for v in edge_counts],
+                       "first_block_counts": [float(v) for v in first_block_counts], "n_max": int(n_max),
+                       "max_hops": max_hops, "T": T, "transition": transition, "hidden": hidden, "hidden_e": hidden_e,
+                       "layers": layers, "heads": heads, "ppgn": ppgn, "lambda_e": lambda_e, "size_layers": size_layers,
+                       "max_block_size": max_block_size}
         self.kx, self.ke, self.n_max, self.max_hops, self.T = num_node_types, num_edge_types, n_max, max_hops, T
         self.lambda_e = lambda_e
         self.max_block_size = max_block_size or n_max
@@ -183,7 +191,7 @@ class BlockDiffusion(nn.Module):
 
     @torch.no_grad()
     def _denoise_block(self, x: Tensor, adj: Tensor, mask: Tensor, start: Tensor, grid: list[int], generator: Generator,
-                       guidance: Callable | None) -> tuple[Tensor, Tensor]:
+                       guidance: Callable | None, max_valence: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Reverse diffusion over the nodes at index >= ``start`` (and their edges); the prefix stays fixed."""
         tgt, tgt_e = _target_masks(mask, start)
         b, n = x.shape
@@ -205,18 +213,31 @@ class BlockDiffusion(nn.Module):
                 pe = pe * torch.exp(ge - ge.amax(-1, keepdim=True))
                 px, pe = px / px.sum(-1, keepdim=True), pe / pe.sum(-1, keepdim=True)
             xt = torch.where(tgt, sample_categorical(px, generator), x)
-            et = torch.where(tgt_e, symmetric_edge_sample(pe, generator), adj)
+            if max_valence is None:
+                et = torch.where(tgt_e, symmetric_edge_sample(pe, generator), adj)
+            else:  # optional chemistry-aware step: bonds beyond an atom's valence get no probability
+                et = valence_constrained_edge_sample(pe, adj, tgt_e, max_valence[xt] * mask, generator)
         return xt, et
 
     @torch.no_grad()
     def sample(self, num: int, steps: int | None = None, generator: Generator = None, progress: bool = False,
-               guidance: Callable | None = None) -> tuple[list[tuple[Tensor, Tensor]], dict]:
+               guidance: Callable | None = None, max_valence: Sequence[int] | Tensor | None = None
+               ) -> tuple[list[tuple[Tensor, Tensor]], dict]:
         """``num`` graphs as ``(node types [n], edge classes [n, n])`` and a dict of counts (``nfe`` = denoiser
-        evaluations per graph, ``blocks`` per graph). ``steps`` reverse steps per block (default T)."""
+        evaluations per graph, ``blocks`` per graph). ``steps`` reverse steps per block (default T).
+
+        ``max_valence`` (one entry per node type, edge class = bond order; e.g. :data:`~scidiff.graphs.molecules.MAX_VALENCE`)
+        switches on an optional chemistry-aware sampler: at every reverse step bond orders that would take an
+        atom past its valence are masked out (:func:`~scidiff.graphs.discrete.valence_constrained_edge_sample`).
+        Off by default: the unconstrained sampler is the model's own distribution."""
         from tqdm.auto import tqdm
 
         grid = self._time_grid(steps)
         dev = self.abar.device
+        if max_valence is not None:
+            max_valence = torch.as_tensor(max_valence, dtype=torch.long, device=dev)
+            if max_valence.shape != (self.kx,):
+                raise ValueError(f"max_valence needs one entry per node type ({self.kx}), got shape {tuple(max_valence.shape)}")
         x = torch.zeros(num, self.n_max, dtype=torch.long, device=dev)
         adj = torch.zeros(num, self.n_max, self.n_max, dtype=torch.long, device=dev)
         n = torch.zeros(num, dtype=torch.long, device=dev)
@@ -230,7 +251,7 @@ class BlockDiffusion(nn.Module):
             width = int(end.max())
             mask = torch.arange(width, device=dev)[None] < end[:, None]
             xs, es = self._denoise_block(x[:, :width], adj[:, :width, :width], mask, torch.where(active, n, end), grid,
-                                         generator, guidance)
+                                         generator, guidance, max_valence)
             x[:, :width], adj[:, :width, :width] = xs, es
             nfe += active.long().cpu() * (len(grid) - 1)
             blocks += active.long().cpu()
@@ -250,17 +271,27 @@ class BlockDiffusion(nn.Module):
 
 def fit(model: BlockDiffusion, records: Sequence[Record], steps: int | None = None, seconds: float | None = None,
         batch_size: int = 32, lr: float = 5e-4, blocks_per_graph: int | None = None, seed: int = 0,
-        progress: bool = False) -> dict:
+        progress: bool = False, warmup: int = 0, ema: float | None = None,
+        callback: Callable[[int, BlockDiffusion], None] | None = None, every: int = 0) -> dict:
     """Train with AdamW on random minibatches for ``steps`` steps or ``seconds`` of wall time (whichever ends
-    first). Returns ``{"steps", "graphs_seen", "seconds", "loss"}`` (loss = mean of the last 50 steps)."""
+    first). ``warmup`` linearly ramps the learning rate over the first steps, then it stays constant, so a run
+    stopped at step k is the same run as one asked for k steps. With ``ema`` (e.g. 0.999) an exponential moving
+    average of the weights is kept and copied into ``model`` at the end (averaged weights sample better; Ho et
+    al. 2020, Karras et al. 2022). ``callback(step, averaged_model)`` runs every ``every`` steps (checkpoints).
+    Returns ``{"steps", "graphs_seen", "seconds", "loss"}`` (loss = mean of the last 50 steps)."""
+    import copy
     import time
 
     from tqdm.auto import tqdm
 
     if steps is None and seconds is None:
         raise ValueError("give steps or seconds")
+    if ema is not None and not 0.0 < ema < 1.0:
+        raise ValueError(f"ema must lie in (0, 1), got {ema}")
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warmup) if warmup else 1.0)
+    averaged = copy.deepcopy(model).eval() if ema is not None else None
     model.train()
     start, losses, step = time.perf_counter(), [], 0
     bar = tqdm(total=steps, disable=not progress, desc="fit")
@@ -271,10 +302,68 @@ def fit(model: BlockDiffusion, records: Sequence[Record], steps: int | None = No
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        sched.step()
+        if averaged is not None:
+            with torch.no_grad():
+                # warm start of the average (decay min(ema, (1+k)/(10+k))) so early checkpoints are not the init
+                d = min(ema, (1 + step) / (10 + step))
+                for pa, pm in zip(averaged.parameters(), model.parameters()):
+                    pa.lerp_(pm, 1 - d)
         losses.append(loss.item())
         step += 1
         bar.update(1)
+        if callback is not None and every and step % every == 0:
+            callback(step, averaged if averaged is not None else model)
     bar.close()
+    if averaged is not None:
+        model.load_state_dict(averaged.state_dict())
     model.eval()
     return {"steps": step, "graphs_seen": step * batch_size, "seconds": time.perf_counter() - start,
             "loss": sum(losses[-50:]) / max(len(losses[-50:]), 1)}
+
+
+def save_model(model: BlockDiffusion, path, info: dict | None = None):
+    """Weights as safetensors with the constructor config (and ``info``, e.g. the training record) as JSON
+    metadata; :func:`load_model` rebuilds the model without unpickling anything."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from .._files import atomic_path
+
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "scidiff.graphs.BlockDiffusion", "config": json.dumps(model.config), "info": json.dumps(info or {})}
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=meta)
+    return path
+
+
+def load_model(path, map_location: str | torch.device = "cpu") -> tuple[BlockDiffusion, dict]:
+    """``(model in eval mode, info dict)`` from a file written by :func:`save_model`, or from the name of a model
+    shipped in ``scidiff/assets`` (``"moses12"``: the one-shot model of the 12-heavy-atom MOSES subset; its
+    model card is ``scidiff/assets/moses12.md``)."""
+    import json
+    from importlib.resources import files
+    from pathlib import Path
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if not Path(path).exists() and isinstance(path, str) and "/" not in path and not path.endswith(".safetensors"):
+        assets = files("scidiff") / "assets"
+        if not (assets / f"{path}.safetensors").is_file():
+            shipped = sorted(p.name.removesuffix(".safetensors") for p in assets.iterdir()
+                             if p.name.startswith("moses") and p.name.endswith(".safetensors"))
+            raise FileNotFoundError(f"no graph model {path!r}: not a file and not a shipped model (shipped: {shipped})")
+        path = str(assets / f"{path}.safetensors")
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != "scidiff.graphs.BlockDiffusion":
+        raise ValueError(f"{path} is not a graph diffusion model written by scidiff.graphs.save_model "
+                         f"(format {meta.get('format')!r})")
+    model = BlockDiffusion(**json.loads(meta["config"]))
+    model.load_state_dict(load_file(str(path), device=str(map_location)))
+    return model.to(map_location).eval(), json.loads(meta.get("info", "{}"))

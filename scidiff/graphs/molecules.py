@@ -18,6 +18,9 @@ from torch_geometric.data import Data
 
 #: Heavy atoms of the MOSES set (ZINC clean leads: C, N, S, O, F, Cl, Br with implicit H).
 MOSES_ATOMS = ("C", "N", "O", "S", "F", "Cl", "Br")
+#: Largest bond-order sum RDKit accepts for a neutral atom of each MOSES type (hydrogens implicit): C 4, N 3,
+#: O 2, S 6, halogens 1. Used by the optional valence-constrained sampler.
+MAX_VALENCE = (4, 3, 2, 6, 1, 1, 1)
 #: Dense edge classes: 0 = no bond, then kekulised bond orders.
 BOND_TYPES = (None, Chem.BondType.SINGLE, Chem.BondType.DOUBLE, Chem.BondType.TRIPLE)
 _BOND_INDEX = {b: i for i, b in enumerate(BOND_TYPES) if b is not None}

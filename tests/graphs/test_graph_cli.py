@@ -31,3 +31,19 @@ def test_molecule_problem_writes_smiles_and_sdf(tmp_path):
     text = (tmp_path / "m.sdf").read_text()
     sdf = [m for m in Chem.SDMolSupplier(str(tmp_path / "m.sdf")) if m is not None] if text else []
     assert len(sdf) == sum(s is not None for s in smiles)
+
+
+def test_sample_cli_reads_safetensors_models_and_masks_valences(tmp_path):
+    import torch
+
+    from scidiff.graphs.model import BlockDiffusion, prepare, save_model
+    from scidiff.graphs.molecules import smiles_to_data
+
+    recs = prepare([smiles_to_data(s) for s in ("CC(=O)Nc1ccc(Cl)cc1", "O=C(O)c1ccccc1Br")], 0)
+    torch.manual_seed(0)
+    model = BlockDiffusion.from_records(recs, 7, 4, T=4, hidden=16, hidden_e=8, layers=1)
+    path = save_model(model, tmp_path / "m.safetensors", {"molecular": True})
+    smiles = run(["sample", "--graphs", str(path), "--n", "6", "--valence-mask", "-o", str(tmp_path / "m")])
+    assert len(smiles) == 6 and all(s is not None for s in smiles)
+    with pytest.raises(FileNotFoundError, match="not a shipped model"):
+        run(["sample", "--graphs", "no_such_model", "--n", "2", "-o", str(tmp_path / "x")])
