@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from scidiff.graphs import BlockDiffusion, MosesSubset, fit, prepare, save_model
+from scidiff.graphs import BlockDiffusion, MosesSubset, fit, load_model, prepare, save_model
 
 
 def main(argv=None) -> dict:
@@ -36,18 +36,29 @@ def main(argv=None) -> dict:
     p.add_argument("--blocks-per-graph", type=int, default=1, help="PARD: random blocks per graph and step")
     p.add_argument("--every", type=int, default=500, help="write an averaged checkpoint every this many steps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None, help="continue from saved weights (a file or a shipped name such as "
+                   "moses12); the architecture comes from the file, the optimiser starts fresh")
     p.add_argument("--out", default="outputs/moses_small/oneshot", help="output stem (STEM.safetensors, STEM_step<k>...)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
     train = list(MosesSubset(split="train", max_heavy_atoms=a.max_atoms))
     records = prepare(train, a.hops)
-    model = BlockDiffusion.from_records(records, 7, 4, max_hops=a.hops, T=a.T, ppgn=a.hops > 0, hidden=a.hidden,
-                                        hidden_e=a.hidden_e, layers=a.layers)
+    if a.init:
+        model, before = load_model(a.init)
+        model.train()
+        if model.config.get("max_hops", 0) != a.hops:
+            raise ValueError(f"--init {a.init} has max_hops={model.config.get('max_hops')}, but --hops is {a.hops}")
+    else:
+        before = {}
+        model = BlockDiffusion.from_records(records, 7, 4, max_hops=a.hops, T=a.T, ppgn=a.hops > 0, hidden=a.hidden,
+                                            hidden_e=a.hidden_e, layers=a.layers)
     stem = Path(a.out)
     stem.parent.mkdir(parents=True, exist_ok=True)
     recipe = {("budget_" + k if k in ("steps", "seconds") else k): v for k, v in vars(a).items()}
     recipe.update(train_molecules=len(train), molecular=True)
+    if before:  # the earlier stage's record, so the card can add the stages up
+        recipe["init_record"] = {k: before[k] for k in ("steps", "graphs_seen", "seconds", "loss") if k in before}
     t0 = time.perf_counter()
 
     def checkpoint(step, averaged):
