@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import torch
 import yaml
 
 from scidiff.data.datamodule import FieldDataModule
-from scidiff.priors import DiffusionPrior
+from scidiff.priors import DiffusionPrior, warmup_cosine
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,18 +40,8 @@ class CosineDecayPrior(DiffusionPrior):
     total_steps: int = 650
     lr_min: float = 1e-5
 
-    def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.precond.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warm, total, floor = max(1, self.hparams.lr_warmup_steps), self.total_steps, self.lr_min / self.hparams.lr
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            t = min(1.0, (step - warm) / max(1, total - warm))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    def lr_factor(self, step: int) -> float:
+        return warmup_cosine(step, self.hparams.lr_warmup_steps, self.total_steps, self.lr_min / self.hparams.lr)
 
 
 def validation_loss(prior: DiffusionPrior, dm: FieldDataModule) -> float:

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 
 from scidiff.data.datamodule import FieldDataModule
-from scidiff.priors import DiffusionPrior
+from scidiff.priors import DiffusionPrior, warmup_cosine
 
 
 class CosinePrior(DiffusionPrior):
@@ -45,18 +43,9 @@ class CosinePrior(DiffusionPrior):
         self._t0 = time.monotonic()
 
     def lr_factor(self, step: int) -> float:
-        warm = max(1, self.hparams.lr_warmup_steps)
-        if step < warm:
-            return (step + 1) / warm
         elapsed = time.monotonic() - getattr(self, "_t0", time.monotonic())
-        t = min(1.0, max((step - warm) / max(1, self.max_steps - warm), elapsed / self.max_seconds))
-        lo = self.lr_final_fraction
-        return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * t))
-
-    def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.precond.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return warmup_cosine(step, self.hparams.lr_warmup_steps, self.max_steps, self.lr_final_fraction,
+                             progress=elapsed / self.max_seconds)
 
 
 def build(init: str, lr: float, warmup: int, ema_decay: float) -> CosinePrior:

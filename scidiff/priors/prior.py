@@ -8,6 +8,7 @@ argument is a plain type, so checkpoints load with ``weights_only=True`` and can
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 from pathlib import Path
 
@@ -21,6 +22,21 @@ from ..diffusion.random import Generator, seeded_generators
 from .networks import build_network
 
 
+def warmup_cosine(step: int, warmup: int, total: int | None, final_fraction: float = 0.01,
+                  progress: float = 0.0) -> float:
+    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then a half cosine from 1 down to
+    ``final_fraction`` at step ``total`` (SGDR without restarts; Loshchilov & Hutter, ICLR 2017), constant after.
+    ``total=None`` keeps 1 after the warm-up. ``progress`` in [0, 1], e.g. the spent share of a wall-time budget,
+    moves the cosine on when it is ahead of the step count, so a timed run still ends on the low rate."""
+    warm = max(1, int(warmup))
+    if step < warm:
+        return (step + 1) / warm
+    if total is None:
+        return 1.0
+    t = min(1.0, max((step - warm) / max(1, total - warm), progress))
+    return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * t))
+
+
 class DiffusionPrior(pl.LightningModule):
     """EDM-preconditioned diffusion prior over fields of shape ``shape = [C, *spatial]``.
 
@@ -31,6 +47,8 @@ class DiffusionPrior(pl.LightningModule):
         sigma_data: data standard deviation in normalised units (1.0 after standardisation).
         sigma_min, sigma_max: the noise range used by :meth:`sample`.
         lr, weight_decay: AdamW settings; ``lr_warmup_steps`` ramps the learning rate linearly.
+        lr_decay_steps: after the warm-up, decay the rate on a half cosine that reaches ``lr_final_fraction * lr``
+            at this step and stays there (:func:`warmup_cosine`); ``None`` (default) keeps it constant.
         ema_decay: EMA of the weights used for sampling; ``0`` disables EMA.
         p_mean, p_std: EDM's log-normal training distribution of sigma.
     """
@@ -51,6 +69,8 @@ class DiffusionPrior(pl.LightningModule):
         weight_decay: float = 0.0,
         lr_warmup_steps: int = 200,
         ema_decay: float = 0.999,
+        lr_decay_steps: int | None = None,
+        lr_final_fraction: float = 0.01,
         p_mean: float = -1.2,
         p_std: float = 1.2,
     ):
@@ -251,9 +271,13 @@ class DiffusionPrior(pl.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.precond.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warm = max(1, self.hparams.lr_warmup_steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def lr_factor(self, step: int) -> float:
+        """Learning-rate multiplier at optimiser step ``step`` (subclasses may add a wall-time budget)."""
+        hp = self.hparams
+        return warmup_cosine(step, hp.lr_warmup_steps, hp.get("lr_decay_steps"), hp.get("lr_final_fraction", 0.01))
 
     # --- files --------------------------------------------------------------------------------
     @classmethod
