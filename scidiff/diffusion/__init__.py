@@ -12,6 +12,7 @@ from .samplers import (
     sample_euler,
     sample_euler_maruyama,
     sample_heun,
+    sample_predictor_corrector,
 )
 from .schedules import (
     alpha_bar_from_sigma,
@@ -54,6 +55,7 @@ __all__ = [
     "sample_euler",
     "sample_euler_maruyama",
     "sample_heun",
+    "sample_predictor_corrector",
     "seeded_generators",
     "sigma_from_alpha_bar",
     "snr",

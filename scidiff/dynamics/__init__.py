@@ -4,6 +4,7 @@
 observations of a trajectory with a trajectory prior (SDA-style Gaussian observation score through DPS).
 """
 
+from ..diffusion import sample_predictor_corrector  # the Langevin-corrected sampler, kept importable here
 from .assimilation import assimilate, trajectory_observations
 from .composition import WindowComposedDenoiser
 from .datasets import NAMES, make_trajectory_dataset, trajectories
@@ -14,7 +15,6 @@ from .events import (
     linear_event,
     sample_event,
     sample_event_smc,
-    sample_predictor_corrector,
     threshold_event,
 )
 from .splitting import event_probability_splitting

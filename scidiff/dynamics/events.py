@@ -235,56 +235,6 @@ class EventConditionedDenoiser:
 
 
 @torch.no_grad()
-def sample_predictor_corrector(
-    denoiser,
-    x: Tensor,
-    sigmas: Tensor,
-    *,
-    corrector_steps: int = 1,
-    snr: float = 0.16,
-    corrector_sigma_max: float = math.inf,
-    cond: dict | None = None,
-    generator: Generator = None,
-    progress: bool = True,
-    callback=None,
-) -> Tensor:
-    """Predictor--corrector sampling (Song et al. 2021, "Score-based generative modeling through SDEs", Alg. 2/5).
-
-    Predictor: one Euler--Maruyama step of the reverse SDE from ``sigma_i`` to ``sigma_{i+1}``. Corrector:
-    ``corrector_steps`` Langevin steps ``x <- x + e score + sqrt(2 e) z`` at ``sigma_{i+1}`` (where
-    ``sigma_{i+1} <= corrector_sigma_max``) with ``e = 2 (snr sigma_{i+1})^2``. This is Alg. 5's step
-    ``2 (snr |z| / |score|)^2`` at its typical value (``|score| ~ |z| / sigma``), made the same for every sample:
-    per-sample norms make the step depend on the state, which breaks the invariance of the Langevin kernel in low
-    dimension (variances come out twice too large for a 4-dimensional Gaussian), and batch-averaged norms would make
-    a sample depend on the batch. ``-log p_sigma`` has curvature at most ``1 / sigma^2`` (a Gaussian smoothing of
-    width ``sigma``), so the step stays stable at every level. The Langevin steps
-    leave ``p_sigma`` invariant, so errors carried in from earlier levels (here: samples that a too-weak guidance
-    left outside the event, then pushed onto its boundary) relax towards the law at the current level instead of
-    being transported as they are by the probability-flow ODE. NFE = ``(1 + corrector_steps) (len(sigmas) - 1)``
-    at most (the last step, to ``sigma = 0``, is the denoiser's mean and has no corrector).
-    """
-    if corrector_steps < 0 or not snr > 0:
-        raise ValueError(f"corrector_steps must be >= 0 and snr > 0; got {corrector_steps} and {snr}")
-    check_finite(x, "initial state x")
-    s, cond = host_sigmas(sigmas), cond or {}
-
-    def score(x: Tensor, sigma: float) -> Tensor:
-        return (denoiser(x, x.new_full((x.shape[0],), sigma), **cond) - x) / sigma**2
-
-    for i in tqdm(range(len(s) - 1), disable=not progress, desc="predictor-corrector", leave=False):
-        h = s[i] ** 2 - s[i + 1] ** 2
-        x = x + h * score(x, s[i])
-        if s[i + 1] > 0:
-            x = x + math.sqrt(h) * randn_like(x, generator)
-        if 0 < s[i + 1] <= corrector_sigma_max:
-            for _ in range(corrector_steps):
-                e = 2 * (snr * s[i + 1]) ** 2
-                x = x + e * score(x, s[i + 1]) + math.sqrt(2 * e) * randn_like(x, generator)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": s[i], "sigma_hat": s[i]})
-    return x
-
-
 @torch.no_grad()
 def sample_event_smc(
     denoiser,
@@ -344,7 +294,7 @@ def sample_event_smc(
     x = randn(shape, generator, device=device, dtype=dtype) * s[0]
     log_w = torch.zeros(shape[0], dtype=torch.float64, device=x.device)
     x0, grad, log_phi = twist(x, s[0])
-    ess, resampled = [], 0
+    ess, resampled = [], []  # kept on the device, read once at the end (no host sync per level)
     for i in tqdm(range(len(s) - 2), disable=not progress, desc="event SMC", leave=False):
         # the ancestral (DDPM posterior) step given x0_hat, in sigma space: mean x0 + (s'^2/s^2)(x - x0),
         # variance s'^2 h / s^2; the guided x0_hat + s^2 grad log Phi shifts the mean by h grad log Phi
@@ -363,9 +313,9 @@ def sample_event_smc(
         log_ratio = (noise.square().sum(1) - (noise + shift.flatten(1)).square().sum(1)) / (2 * var)
         log_w = log_w + (log_ratio + log_phi_next - log_phi).double()
         w_norm = normalize_log_weights(log_w)
-        ess.append(float(1.0 / w_norm.exp().square().sum()))
+        ess.append(1.0 / w_norm.exp().square().sum())
         ancestors, log_w, did = resample_if(log_w, threshold, scheme, generator=generator)
-        resampled += int(did)
+        resampled.append(did)
         x, x0, grad, log_phi = (gather_particles(t, ancestors) for t in (x_next, x0_next, grad_next, log_phi_next))
     inside = cond.event_value(x0) > 0
     log_w = log_w - log_phi.double() + torch.where(inside, 0.0, -math.inf).to(log_w)
@@ -373,8 +323,9 @@ def sample_event_smc(
         raise RuntimeError("no particle ended inside the event: increase the number of particles")
     log_w = normalize_log_weights(log_w)
     draws = gather_particles(x0, resample(log_w, scheme, generator=generator))
-    ess.append(float(1.0 / log_w.exp().square().sum()))
-    return {"samples": draws, "particles": x0, "log_weights": log_w, "ess": ess, "resampled": resampled,
+    ess.append(1.0 / log_w.exp().square().sum())
+    return {"samples": draws, "particles": x0, "log_weights": log_w, "ess": torch.stack(ess).tolist(),
+            "resampled": int(torch.stack(resampled).sum()) if resampled else 0,
             "in_event": float(inside.float().mean())}
 
 
@@ -396,19 +347,15 @@ def sample_event(
     """``shape[0]`` samples of ``p(x | C(x) > 0)`` (in the denoiser's units).
 
     ``sampler``: any name of :data:`scidiff.diffusion.samplers.SAMPLERS` -- ``"heun"`` (deterministic, the
-    probability-flow ODE; ``s_churn > 0`` adds EDM's churn), ``"euler_maruyama"`` (the reverse SDE) -- or
-    ``"pc"``: :func:`sample_predictor_corrector` (reverse SDE + Langevin corrector; ``corrector_steps``, ``snr``,
-    ``corrector_sigma_max`` go through ``kwargs``). All use the conditional denoiser
+    probability-flow ODE; ``s_churn > 0`` adds EDM's churn), ``"euler_maruyama"`` (the reverse SDE), ``"pc"``
+    (:func:`~scidiff.diffusion.samplers.sample_predictor_corrector`: reverse SDE + Langevin corrector;
+    ``corrector_steps``, ``snr``, ``corrector_sigma_max`` go through ``kwargs``). All use the conditional denoiser
     :class:`EventConditionedDenoiser` (``sigma_max``: guidance only at and below that level); cost per guided
     denoiser call: one forward and one VJP through the network.
     """
     conditional = EventConditionedDenoiser(denoiser, event, transform=transform, eps=eps, link=link,
                                            sigma_max=sigma_max, variance=variance)
-    if sampler != "pc":
-        return _sample(conditional, shape, sigmas, sampler=sampler, generator=generator, **kwargs)
-    device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", torch.float32)
-    x = randn(shape, generator, device=device, dtype=dtype) * float(torch.as_tensor(sigmas)[0])
-    return sample_predictor_corrector(conditional, x, sigmas, generator=generator, **kwargs)
+    return _sample(conditional, shape, sigmas, sampler=sampler, generator=generator, **kwargs)
 
 
 def event_log_probability(

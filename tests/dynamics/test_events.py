@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
-from scidiff.diffusion import karras_sigmas, seeded_generators
+from scidiff.diffusion import karras_sigmas, sample_predictor_corrector, seeded_generators
 from scidiff.dynamics.events import (
     EventConditionedDenoiser,
     event_log_probability,
@@ -18,7 +18,6 @@ from scidiff.dynamics.events import (
     linear_event,
     sample_event,
     sample_event_smc,
-    sample_predictor_corrector,
     threshold_event,
 )
 
