@@ -77,6 +77,7 @@ def molecules(args) -> None:
         for label, hops, T in (("one-shot (T=100)", 0, 100), ("PARD (hops 3, T=20 per block)", 3, 20)):
             model, info = train_model(prepare(train, hops), 7, 4, hops, T, args.seconds)
             models.append((label, model, info))
+    steps = {k: int(v) for k, v in (spec.split("=", 1) for spec in args.sample_steps)}
     print("| model | sampler | steps | molecules seen | train s | nfe / sample | blocks | samples/s | "
           + " | ".join(MOL_COLS) + " | V.U.N / first |")
     print("|---" * (len(MOL_COLS) + 9) + "|")
@@ -85,7 +86,7 @@ def molecules(args) -> None:
         for sampler, kw in (("unconstrained", {}), ("valence-masked (optional)", {"max_valence": MAX_VALENCE})):
             if sampler != "unconstrained" and (args.no_valence_rows or (args.valence_models and label not in args.valence_models)):
                 continue
-            graphs, c = sample(model, args.samples, args.seed, **kw)
+            graphs, c = sample(model, args.samples, args.seed, steps=steps.get(label), **kw)
             smiles = [types_to_smiles(x, a) for x, a in graphs]
             m = molecule_metrics(smiles, train_smiles, test_smiles)
             base = base or m["vun"]
@@ -110,6 +111,8 @@ def cgd(args) -> None:
     from scidiff.graphs.guidance import GraphRegressor, property_guidance, train_regressor
     from scidiff.graphs.model import _pad, _target_masks
 
+    from scidiff.graphs.guidance import gaussian_nll
+
     train = list(MosesSubset(split="train", max_heavy_atoms=args.max_atoms))
     if args.cgd_model:
         model, info = load_model(args.cgd_model)
@@ -119,14 +122,18 @@ def cgd(args) -> None:
     logp = torch.tensor([Crippen.MolLogP(Chem.MolFromSmiles(d.smiles)) for d in train], dtype=torch.float32)
     cut = float(torch.quantile(logp, args.cgd_quantile))
     lab = [i for i in range(len(recs)) if logp[i] <= cut]
+    beyond_idx = [i for i in range(len(recs)) if logp[i] > cut]
+    # out-of-distribution validation split (labels used only to pick the regularisation strength, as in the paper)
+    val = [beyond_idx[i] for i in torch.randperm(len(beyond_idx), generator=torch.Generator().manual_seed(1))[:256]]
     mean, std = logp[lab].mean(), logp[lab].std()
     g = torch.Generator().manual_seed(0)
 
-    def noisy(idx, t=None):
+    def noisy(idx, gen=g):
+        """Noised molecules, one noise level per molecule (the paper's trainer draws t per point)."""
         x0, a0, mask = _pad([(recs[i][0], recs[i][1]) for i in idx], model.n_max)
         tgt, tgt_e = _target_masks(mask, torch.zeros(len(idx), dtype=torch.long))
-        t = torch.randint(1, model.T + 1, (len(idx),), generator=g) if t is None else torch.full((len(idx),), t)
-        xt, et = model.noise(x0, a0, tgt, tgt_e, t, g)
+        t = torch.randint(1, model.T + 1, (len(idx),), generator=gen)
+        xt, et = model.noise(x0, a0, tgt, tgt_e, t, gen)
         return (xt, et, mask, t)
 
     def labelled():
@@ -134,25 +141,40 @@ def cgd(args) -> None:
         return noisy(idx), (logp[idx] - mean) / std, 0.0
 
     def context():
-        t = int(torch.randint(1, model.T + 1, (1,), generator=g))
-        return noisy(torch.randint(len(recs), (64,), generator=g).tolist(), t), t / model.T
+        inputs = noisy(torch.randint(len(recs), (64,), generator=g).tolist())
+        return inputs, inputs[3].double() / model.T
+
+    val_inputs = noisy(val, torch.Generator().manual_seed(2))
+    val_y = (logp[val] - mean) / std
 
     print(f"\n### CGD: logP guidance out of distribution (labels only for logP <= {cut:.2f}, the "
-          f"{args.cgd_quantile:.0%} quantile; {len(lab)} labelled, {len(recs)} context molecules; one-shot model, "
-          f"{info.get('steps', '?')} steps; {args.cgd_samples} samples per row, same seeds)\n")
-    regs = {}
-    for name, ctx in (("plain guidance", None), ("CGD", context)):
+          f"{args.cgd_quantile:.0%} quantile; {len(lab)} labelled, {len(recs)} context molecules, {len(val)} "
+          f"out-of-distribution validation molecules; one-shot model, {info.get('steps', '?')} steps; "
+          f"{args.cgd_samples} samples per row, same seeds)\n")
+    print("| regressor | setting | out-of-distribution validation NLL | mean prediction on it (standardised; "
+          "truth %.2f) | train s |" % float(val_y.mean()))
+    print("|---|---|---|---|---|")
+    grid = [("plain guidance", None, {"weight_decay": wd}, f"weight decay {wd:g}") for wd in args.plain_decays]
+    grid += [("CGD", context, {"lambda_s": lam, "lambda_d": lam, "weight_decay": 0.0}, f"lambda_s = lambda_d = {lam:g}")
+             for lam in args.cgd_lambdas]
+    regs, best = {}, {}
+    for name, ctx, kw, setting in grid:
         torch.manual_seed(0)
         reg = GraphRegressor(7, 4, model.n_max, model.T)
         t0 = time.perf_counter()
-        train_regressor(reg, labelled, ctx, steps=args.cgd_steps, lr=1e-3, lambda_s=0.01, lambda_d=10.0,
-                        weight_decay=1e-2, n_train_batches=max(len(lab) // 64, 1))
-        regs[name] = reg.eval()
-        print(f"{name} regressor: {args.cgd_steps} steps, {time.perf_counter() - t0:.0f} s", flush=True)
+        train_regressor(reg, labelled, ctx, steps=args.cgd_steps, lr=1e-3, n_train_batches=max(len(lab) // 64, 1), **kw)
+        reg.eval()
+        with torch.no_grad():
+            mu, var, _ = reg(*val_inputs)
+            nll = float(gaussian_nll(mu, var, val_y))
+        print(f"| {name} | {setting} | {nll:.3f} | {float(mu.mean()):.2f} | {time.perf_counter() - t0:.0f} |", flush=True)
+        if nll < best.get(name, float("inf")):
+            best[name], regs[name] = nll, reg
     print("\n| sampling | weight | validity | unique | mean logP | top-10% logP | valid samples beyond labels | "
           "valid and beyond / all samples | max logP |")
     print("|---|---|---|---|---|---|---|---|---|")
-    runs = [("unguided", None, 0.0)] + [(n, r, w) for w in args.cgd_weights for n, r in regs.items()]
+    runs = [("unguided", None, 0.0)] if not args.cgd_skip_unguided else []
+    runs += [(n, r, w) for w in args.cgd_weights for n, r in regs.items()]
     for name, reg, w in runs:
         guide = property_guidance(reg, w) if reg is not None else None
         graphs, _ = model.sample(args.cgd_samples, generator=torch.Generator().manual_seed(7), guidance=guide)
@@ -214,6 +236,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", choices=["molecules", "cgd", "graphs"], nargs="+", default=["molecules", "cgd", "graphs"])
     p.add_argument("--models", nargs="*", default=[], metavar="LABEL=PATH", help="trained molecule models to score")
+    p.add_argument("--sample-steps", nargs="*", default=[], metavar="LABEL=N",
+                   help="reverse steps (per block) for a model of --models (default its T): equal-denoiser-call rows")
     p.add_argument("--seconds", type=float, default=150.0, help="training wall time per molecule model (no --models)")
     p.add_argument("--graph-seconds", type=float, default=45.0, help="training wall time per SPECTRE-style model")
     p.add_argument("--max-atoms", type=int, default=12)
@@ -226,7 +250,12 @@ def main() -> None:
     p.add_argument("--cgd-quantile", type=float, default=0.6)
     p.add_argument("--cgd-steps", type=int, default=300)
     p.add_argument("--cgd-samples", type=int, default=128)
-    p.add_argument("--cgd-weights", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    p.add_argument("--cgd-weights", type=float, nargs="+", default=[3.0, 9.0])
+    p.add_argument("--cgd-lambdas", type=float, nargs="+", default=[0.01, 0.1, 1.0],
+                   help="CGD prior scales (lambda_s = lambda_d) tried; the best on the OOD validation split is used")
+    p.add_argument("--plain-decays", type=float, nargs="+", default=[0.01, 0.1],
+                   help="weight decays tried for the plain regressor; the best on the OOD validation split is used")
+    p.add_argument("--cgd-skip-unguided", action="store_true", help="no unguided row (e.g. a second process)")
     args = p.parse_args()
     torch.set_num_threads(1)
     if {"molecules", "cgd"} & set(args.only) and not moses_available():

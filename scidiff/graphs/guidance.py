@@ -7,13 +7,16 @@ g = w * mu(z_t, t) (push the property up; see :func:`property_guidance`).
 Context-guided diffusion (Klarner, Rudner, Morris, Deane & Teh, ICML 2024): the regressor is trained with a
 regulariser on an unlabelled *context* set so that off the labelled data its predictions revert to the prior mean
 and its variance grows. With Phi the penultimate features of a frozen, randomly initialised copy of the
-regressor on the noised context batch, and t in [0, 1],
+regressor on the noised context batch, and t_i in [0, 1] the noise level of context point i,
 
-    K = c_s(t) Phi Phi^T + diag(c_d(t)),  c_s(t) = l_s / (1 + e^{7(t - 1/2)}) + l_s / 10,
-                                           c_d(t) = l_d / (1 + e^{-7(t - 1/2)}) + l_d / 10,
+    K_ij = sqrt(c_s(t_i) c_s(t_j)) phi_i . phi_j + delta_ij c_d(t_i),
+    c_s(t) = l_s / (1 + e^{7(t - 1/2)}) + l_s / 10,   c_d(t) = l_d / (1 + e^{-7(t - 1/2)}) + l_d / 10,
     R = -log N(mu_ctx; 0, K) - log N(sigma^2_ctx; tau 1, K),
 
-added to the Gaussian NLL of the labelled batch (labels standardised, so the prior mean is 0).
+added to the Gaussian NLL of the labelled batch (labels standardised, so the prior mean 0 is the uninformative
+prediction: the labelled mean). The feature term dominates at low noise and the diagonal at high noise, so the
+regressor's predictions on noisy context points are pulled harder towards the prior. Small l_s, l_d make the
+prior tight (strong regularisation); the paper tunes them on an out-of-distribution validation split.
 """
 
 from __future__ import annotations
@@ -28,19 +31,25 @@ from torch import Tensor, nn
 from .networks import GraphTransformer, structural_features
 
 
-def cgd_scales(t: float, lambda_s: float, lambda_d: float) -> tuple[float, float]:
-    """(c_s(t), c_d(t)) of the CGD prior covariance; ``t`` in [0, 1] (0 = clean)."""
+def cgd_scales(t, lambda_s: float, lambda_d: float):
+    """(c_s(t), c_d(t)) of the CGD prior covariance; ``t`` in [0, 1] (0 = clean), a float or a tensor."""
+    if isinstance(t, Tensor):
+        return (lambda_s * torch.sigmoid(-7 * (t - 0.5)) + lambda_s / 10,
+                lambda_d * torch.sigmoid(7 * (t - 0.5)) + lambda_d / 10)
     c_s = lambda_s / (1 + math.exp(7 * (t - 0.5))) + lambda_s / 10
     c_d = lambda_d / (1 + math.exp(-7 * (t - 0.5))) + lambda_d / 10
     return c_s, c_d
 
 
-def cgd_penalty(mu: Tensor, var: Tensor, phi: Tensor, t: float, lambda_s: float, lambda_d: float, tau: float = 1.0) -> Tensor:
-    """R = -log N(mu; 0, K) - log N(var; tau, K) on a context batch (``mu``, ``var`` [C], features ``phi`` [C, D])."""
+def cgd_penalty(mu: Tensor, var: Tensor, phi: Tensor, t, lambda_s: float, lambda_d: float, tau: float = 1.0) -> Tensor:
+    """R = -log N(mu; 0, K) - log N(var; tau, K) on a context batch (``mu``, ``var`` [C], features ``phi`` [C, D]);
+    ``t`` is one noise level in [0, 1] for the batch or one per context point ([C], as in the paper's trainer)."""
     if mu.shape != var.shape or mu.dim() != 1 or phi.shape[0] != mu.shape[0]:
         raise ValueError(f"mu and var must be [C] and phi [C, D]; got {tuple(mu.shape)}, {tuple(var.shape)}, {tuple(phi.shape)}")
+    t = torch.as_tensor(t, dtype=phi.dtype, device=phi.device).expand(mu.shape[0])
     c_s, c_d = cgd_scales(t, lambda_s, lambda_d)
-    k = c_s * phi @ phi.T + c_d * torch.eye(mu.shape[0], dtype=phi.dtype, device=phi.device)
+    scaled = phi * c_s.sqrt().unsqueeze(-1)
+    k = scaled @ scaled.T + torch.diag(c_d)
     prior = torch.distributions.MultivariateNormal(torch.zeros_like(mu), covariance_matrix=k)
     return -prior.log_prob(mu) - prior.log_prob(var - tau)
 
@@ -88,8 +97,8 @@ def train_regressor(regressor: nn.Module, labelled, context=None, *, steps: int,
                     lambda_s: float = 1.0, lambda_d: float = 1.0, tau: float = 1.0, weight_decay: float = 0.0,
                     n_train_batches: int = 1, seed: int = 0) -> list[float]:
     """Fit ``regressor`` by Gaussian NLL on batches from ``labelled()`` -> (inputs, y, t in [0, 1]); with
-    ``context()`` -> (inputs, t) also add the CGD penalty, scaled by 1 / (batch size * n_train_batches) as in the
-    paper's trainer. ``inputs`` is a tuple passed to the regressor. Returns the loss history."""
+    ``context()`` -> (inputs, t: a float or one per context point) also add the CGD penalty, scaled by
+    1 / (batch size * n_train_batches) as in the paper's trainer. ``inputs`` is a tuple passed to the regressor. Returns the loss history."""
     torch.manual_seed(seed)
     frozen = copy.deepcopy(regressor).requires_grad_(False)  # the "context model": random init, never trained
     for m in frozen.modules():

@@ -29,6 +29,23 @@ def test_cgd_penalty_matches_the_gaussian_formula():
         cgd_penalty(mu, var, phi[:3], t, ls, ld)
 
 
+
+def test_cgd_penalty_with_one_noise_level_per_context_point():
+    """The paper's trainer draws t per context point: K_ij = sqrt(c_s(t_i) c_s(t_j)) phi_i.phi_j + delta_ij c_d(t_i);
+    a constant vector of levels gives the scalar-t penalty."""
+    g = torch.Generator().manual_seed(1)
+    mu, var = torch.randn(4, generator=g, dtype=torch.float64), torch.rand(4, generator=g, dtype=torch.float64) + 0.5
+    phi, t = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.tensor([0.05, 0.3, 0.6, 0.95], dtype=torch.float64)
+    ls, ld = 0.7, 0.2
+    c = [cgd_scales(float(ti), ls, ld) for ti in t]
+    k = torch.tensor([[math.sqrt(c[i][0] * c[j][0]) * float(phi[i] @ phi[j]) + (c[i][1] if i == j else 0.0)
+                       for j in range(4)] for i in range(4)], dtype=torch.float64)
+    prior = torch.distributions.MultivariateNormal(torch.zeros(4, dtype=torch.float64), covariance_matrix=k)
+    want = -(prior.log_prob(mu) + prior.log_prob(var - 1.0))
+    assert cgd_penalty(mu, var, phi, t, ls, ld).item() == pytest.approx(want.item(), rel=1e-10)
+    same = torch.full((4,), 0.3, dtype=torch.float64)
+    assert cgd_penalty(mu, var, phi, same, ls, ld).item() == pytest.approx(cgd_penalty(mu, var, phi, 0.3, ls, ld).item(), rel=1e-12)
+
 def test_context_regulariser_reverts_to_the_prior_off_the_data():
     """CGD's claim: trained with the context term, the regressor keeps fitting the labelled range but reverts to the
     prior mean (0) with a larger variance where only context points lie; the plain regressor extrapolates."""
