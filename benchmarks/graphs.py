@@ -240,7 +240,7 @@ def main() -> None:
                    help="reverse steps (per block) for a model of --models (default its T): equal-denoiser-call rows")
     p.add_argument("--seconds", type=float, default=150.0, help="training wall time per molecule model (no --models)")
     p.add_argument("--graph-seconds", type=float, default=45.0, help="training wall time per SPECTRE-style model")
-    p.add_argument("--max-atoms", type=int, default=12)
+    p.add_argument("--max-atoms", type=int, default=15)
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--graph-samples", type=int, default=48)
     p.add_argument("--seed", type=int, default=1)

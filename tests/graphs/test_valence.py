@@ -94,6 +94,16 @@ def test_fit_with_ema_and_save_load_round_trip(tmp_path):
     assert all(torch.equal(x1, x2) and torch.equal(a1, a2) for (x1, a1), (x2, a2) in zip(a, b))
 
 
+
+@pytest.mark.parametrize("name, n_max, molecules", [("moses15", 15, 10144), ("moses12", 12, 435)])
+def test_shipped_models_load_by_name_with_their_record(name, n_max, molecules):
+    """The shipped weights resolve by name; their record says what they were trained on (the model cards)."""
+    from scidiff.graphs.model import load_model
+
+    model, info = load_model(name)
+    assert model.n_max == n_max and model.config["max_hops"] == 0
+    assert info["train_molecules"] == molecules and info["steps"] > 0 and info["graphs_seen"] == 32 * info["steps"]
+
 def test_load_model_rejects_other_safetensors(tmp_path):
     from safetensors.torch import save_file
 
