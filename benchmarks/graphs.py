@@ -12,7 +12,9 @@ degree-based blocks with PPGN edge updates. Tables:
    reverse step). Validity / uniqueness / novelty against the subset's training split, MOSES filters, FCD /
    SNN / Frag / Scaf against its test split, IntDiv; training molecules scored the same way calibrate FCD.
 2. CGD: logP guidance out of distribution (regressors see labels only below a quantile), a sweep of guidance
-   weights for plain regressor guidance and for the context-guided (CGD) regressor.
+   weights for plain regressor guidance and for the context-guided (CGD) regressor. Each regressor's
+   regularisation (weight decay; CGD prior scale) is picked by Gaussian NLL on an out-of-distribution validation
+   split of molecules above the cut, as the CGD paper tunes it.
 3. SPECTRE-style graphs (community-small at its usual size; planar and SBM scaled down so that a dense model
    trains in a minute of CPU): degree / clustering / spectral / orbit MMD^2 against the test split, with a
    train-vs-test floor; for planar also the share of planar, connected samples.
@@ -20,8 +22,11 @@ degree-based blocks with PPGN edge updates. Tables:
 Columns ``nfe`` (denoiser evaluations per sample, excluding PARD's small block-size network) and ``samples/s``;
 ratios are against the first row. Usage (repository root):
 
-    PYTHONPATH=. python benchmarks/graphs.py --only molecules --models one-shot=outputs/moses_small/oneshot.safetensors
-    PYTHONPATH=. python benchmarks/graphs.py --only cgd --cgd-model outputs/moses_small/oneshot.safetensors
+    PYTHONPATH=. python benchmarks/graphs.py --only molecules --models one-shot=scidiff/assets/moses15.safetensors
+    PYTHONPATH=. python benchmarks/graphs.py --only molecules --models PARD=outputs/m15/pard_step3750.safetensors \
+        one-shot=outputs/m15/oneshot_step3750.safetensors PARD-15=outputs/m15/pard_step3750.safetensors \
+        --sample-steps PARD-15=15 --valence-models PARD
+    PYTHONPATH=. python benchmarks/graphs.py --only cgd --cgd-model scidiff/assets/moses15.safetensors --cgd-samples 192
     PYTHONPATH=. python benchmarks/graphs.py --only graphs --graph-seconds 45
 """
 
