@@ -113,14 +113,15 @@ class Table:
 # --- trained joint prior (Darcy) ----------------------------------------------------------------------------
 # Forms of the PDE term (guidance ``pde_form``, scidiff.pde.problem.pde_term): the paper's un-squared residual in
 # the L2, H^-1 and H^-2 norms, and the preconditioned (Richardson) step on u; weights to try with --tune.
-TUNE_PDE = {"l2": [0.1, 1.0, 3.0], "h-1": [1e2, 1e3], "h-2": [1e3, 1e4], "preconditioned": [0.1, 0.3, 0.6]}
+TUNE_PDE = {"l2": [0.1, 1.0, 3.0], "h-1": [1e2, 1e3], "h-2": [1e3, 1e4], "preconditioned": [0.1, 0.3, 0.6],
+            "coefficient": [0.1, 0.3, 1.0], "preconditioned+coefficient": [0.3, 1.0]}
 
 
 def guided_run(prior, aff, pde, observations, zeta_obs, zeta_pde, guidance, steps, samples, form="l2"):
     """One batched sampler run over all test cases (``samples`` draws each); returns per-case physical means."""
     sigmas = prior_sigmas(prior, steps)
     obs = SparseObservation.stack(observations, repeats=samples)
-    residual = pde_term(pde, {"pde_form": form}, aff)
+    residual = pde_term(pde, {"pde_form": form, "pde_damping": guidance.get("pde_damping", 1e-2)}, aff)
     lik = diffusionpde_likelihood(
         [(obs, zeta_obs)], residual, zeta_pde, sigmas,
         switch=float(guidance.get("switch", 0.8)), late_obs_factor=float(guidance.get("late_obs_factor", 0.1)),
@@ -155,6 +156,8 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
         tuned = Path(args.weights) if args.weights else PROBLEMS / pde / "guidance_weights.json"
         if weights is None and tuned.is_file():  # weights chosen by an earlier --tune run
             cfg["guidance"].update(json.loads(tuned.read_text())[task])
+        if args.pde_damping is not None:
+            cfg["guidance"]["pde_damping"] = args.pde_damping
         field, spec = next((f, s) for f, s in cfg["observe"].items() if s)
         steps = int(args.steps or cfg["sampler"]["steps"])
         samples = int(args.samples or cfg["sampler"]["samples"])
@@ -393,6 +396,8 @@ def main(argv=None) -> None:
                    help=f"PDE weights to try for a form (defaults: {TUNE_PDE})")
     p.add_argument("--pde-forms", nargs="+", default=["l2", "preconditioned"], choices=list(PDE_FORMS),
                    help="forms of the PDE term to run (l2: the paper's; see scidiff.pde.problem.pde_term)")
+    p.add_argument("--pde-damping", type=float, default=None,
+                   help="relative Tikhonov damping of the coefficient step (default: the problem file's, else 0.01)")
     p.add_argument("--tasks", nargs="+", default=["forward", "inverse"], choices=["forward", "inverse"])
     p.add_argument("--res", type=int, default=32, help="stand-in grid (Navier-Stokes: 16)")
     p.add_argument("--stand-in-steps", type=int, default=60)
