@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from ..diffusion._utils import check_sigmas, host_sigmas
 from ..diffusion.random import Generator, rand, randn
 from ..inverse.posterior import Posterior
+from ..kernels.tv import gradient, gradient_adjoint
 from ..likelihoods.base import Likelihood
 from .burgers import burgers_residual
 from .elliptic import darcy_residual, helmholtz_residual, laplacian_power, poisson_residual
@@ -329,9 +330,14 @@ class CoefficientGNStep(Likelihood):
         damping: ``lambda`` relative to the mean diagonal of ``J^T J`` (positive).
         cg_iters: conjugate-gradient iterations per step (the system's condition number is at most
             ``1 + max diag / (damping * mean diag)``-ish; 40 reach a few per cent at ``damping = 0.01``).
+        smoothing: ``beta >= 0``: the penalty becomes ``lambda (|| v ||^2 + beta || grad v ||^2)`` (first
+            differences in grid units, Neumann ends; a discrete H^1 Tikhonov term), so the step on a is low-passed:
+            for Poisson ``delta_k = std_a R_k / (std_a^2 + lambda (1 + beta mu_k))`` on the cosine modes ``mu_k``
+            of the grid Laplacian, which keeps the rough part of ``lap_h u`` of a sampled u out of a.
     """
 
-    def __init__(self, pde: str, affine: ChannelAffine, damping: float = 1e-2, cg_iters: int = 40, **params):
+    def __init__(self, pde: str, affine: ChannelAffine, damping: float = 1e-2, cg_iters: int = 40,
+                 smoothing: float = 0.0, **params):
         if pde not in PreconditionedPDEStep._SIGN:
             raise ValueError(f"the coefficient step needs an elliptic joint (a, u) PDE "
                              f"({', '.join(PreconditionedPDEStep._SIGN)}); got {pde!r}")
@@ -339,10 +345,12 @@ class CoefficientGNStep(Likelihood):
             raise ValueError(f"damping must be positive and finite, got {damping}")
         if int(cg_iters) < 1:
             raise ValueError(f"cg_iters must be at least 1, got {cg_iters}")
+        if not (math.isfinite(smoothing) and smoothing >= 0):
+            raise ValueError(f"smoothing must be non-negative and finite, got {smoothing}")
         if affine.scale.numel() != 2:
             raise ValueError(f"the joint state has 2 channels (a, u); the normaliser has {affine.scale.numel()}")
         self.residual, self.affine = joint_residual(pde, **params), affine
-        self.damping, self.cg_iters = float(damping), int(cg_iters)
+        self.damping, self.cg_iters, self.smoothing = float(damping), int(cg_iters), float(smoothing)
 
     def step(self, x: Tensor) -> Tensor:
         """``delta`` (normalised units of a, ``(B, n, n)``) for the state ``x`` (normalised, ``(B, 2, n, n)``)."""
@@ -367,7 +375,13 @@ class CoefficientGNStep(Likelihood):
         frob = sum(jac((colour == c).to(u).expand_as(u)).flatten(1).pow(2).sum(1) for c in range(5))
         lam = (self.damping * frob / (n * n)).reshape(-1, 1, 1)
         rhs = -jac_t(self.residual(phys))
-        return conjugate_gradient(lambda v: jac_t(jac(v)) + lam * v, rhs, max_iter=self.cg_iters, tol=1e-6)
+
+        def penalty(v):  # (I + beta grad^T grad) v
+            if self.smoothing == 0:
+                return v
+            return v + self.smoothing * gradient_adjoint(gradient(v, (-2, -1)), (-2, -1))
+
+        return conjugate_gradient(lambda v: jac_t(jac(v)) + lam * penalty(v), rhs, max_iter=self.cg_iters, tol=1e-6)
 
     def energy(self, x: Tensor, sigma: Tensor | None = None) -> Tensor:
         with torch.no_grad():

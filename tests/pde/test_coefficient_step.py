@@ -49,12 +49,20 @@ def test_coefficient_step_for_poisson_pulls_a_towards_the_laplacian_of_u():
     assert torch.allclose(energy, 0.5 * grad[:, 0].flatten(1).pow(2).sum(1))
 
 
-def test_coefficient_step_matches_the_dense_levenberg_marquardt_step_on_darcy():
+def _neumann_differences(n):
+    """Forward differences of an n x n grid along y and x, last row/column zero (dense)."""
+    d = np.eye(n, k=1) - np.eye(n)
+    d[-1] = 0.0
+    return torch.as_tensor(np.vstack([np.kron(d, np.eye(n)), np.kron(np.eye(n), d)]))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 3.0])
+def test_coefficient_step_matches_the_dense_levenberg_marquardt_step_on_darcy(smoothing):
     n, damping = 8, 0.05
     a, u = _darcy_case(n)
     a0 = np.full_like(a, 7.5) + 0.5 * np.random.default_rng(0).standard_normal(a.shape)
     x = DARCY_AFF.to_normalised(_joint(a0, u))
-    delta = CoefficientGNStep("darcy", DARCY_AFF, damping=damping, cg_iters=200).step(x)[0].flatten()
+    delta = CoefficientGNStep("darcy", DARCY_AFF, damping=damping, cg_iters=200, smoothing=smoothing).step(x)[0].flatten()
 
     res = joint_residual("darcy")
     u_t = torch.as_tensor(u)
@@ -63,7 +71,9 @@ def test_coefficient_step_matches_the_dense_levenberg_marquardt_step_on_darcy():
     v0 = x[0, 0].flatten()
     J = torch.autograd.functional.jacobian(r_of, v0)
     lam = damping * (J**2).sum() / n**2
-    want = -torch.linalg.solve(J.T @ J + lam * torch.eye(n * n, dtype=J.dtype), J.T @ r_of(v0))
+    G = _neumann_differences(n)
+    penalty = torch.eye(n * n, dtype=J.dtype) + smoothing * G.T @ G  # ||v||^2 + beta ||grad v||^2
+    want = -torch.linalg.solve(J.T @ J + lam * penalty, J.T @ r_of(v0))
     assert float((delta - want).abs().max()) < 1e-4 * float(want.abs().max()), float((delta - want).abs().max())
 
 
@@ -128,6 +138,8 @@ def test_bad_coefficient_steps_raise():
         CoefficientGNStep("burgers", aff)
     with pytest.raises(ValueError, match="damping"):
         CoefficientGNStep("darcy", aff, damping=0.0)
+    with pytest.raises(ValueError, match="smoothing"):
+        CoefficientGNStep("darcy", aff, smoothing=-1.0)
     with pytest.raises(ValueError, match="cg_iters"):
         CoefficientGNStep("darcy", aff, cg_iters=0)
     with pytest.raises(ValueError, match="2 channels"):
