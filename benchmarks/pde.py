@@ -12,8 +12,10 @@ time per case.
   interpolation of the sparse a followed by the solver (forward), interpolation of the sparse u followed by the
   operator (Poisson inverse; Darcy's a is not determined pointwise by an interpolated u), and the guided sampler
   without its PDE term (ablation) and with each form of it named by ``--pde-forms`` (``l2``: the paper's;
-  ``preconditioned``: the preconditioned step on u; ``h-1``, ``h-2``: the residual in weaker norms; see
-  ``docs/pde.md``). Steps, samples and weights come from the problem files unless overridden.
+  ``preconditioned``: the preconditioned step on u; ``coefficient``: the regularised Gauss--Newton step on a;
+  ``h-1``, ``h-2``: the residual in weaker norms; see ``docs/pde.md``). Inverse rows also give the error of the
+  sampled u, against interpolation of u; Darcy's inverse has the baseline "interpolate u + coefficient steps".
+  Steps, samples and weights come from the problem files unless overridden; ``--trained darcy64`` runs at 64^2.
 * ``--stand-in PDE ...``: the same comparison with a Gaussian fitted to generated training data as the prior (exact
   for the joint law of the linear PDEs up to the fit, only a rough prior for Darcy, Navier--Stokes and Burgers),
   so that the closed-form posterior mean is a reference. Navier--Stokes uses DiffusionPDE's pairs (w at t = 0,
