@@ -12,8 +12,10 @@ time per case.
   interpolation of the sparse a followed by the solver (forward), interpolation of the sparse u followed by the
   operator (Poisson inverse; Darcy's a is not determined pointwise by an interpolated u), and the guided sampler
   without its PDE term (ablation) and with each form of it named by ``--pde-forms`` (``l2``: the paper's;
-  ``preconditioned``: the preconditioned step on u; ``h-1``, ``h-2``: the residual in weaker norms; see
-  ``docs/pde.md``). Steps, samples and weights come from the problem files unless overridden.
+  ``preconditioned``: the preconditioned step on u; ``coefficient``: the regularised Gauss--Newton step on a;
+  ``h-1``, ``h-2``: the residual in weaker norms; see ``docs/pde.md``). Inverse rows also give the error of the
+  sampled u, against interpolation of u; Darcy's inverse has the baseline "interpolate u + coefficient steps".
+  Steps, samples and weights come from the problem files unless overridden; ``--trained darcy64`` runs at 64^2.
 * ``--stand-in PDE ...``: the same comparison with a Gaussian fitted to generated training data as the prior (exact
   for the joint law of the linear PDEs up to the fit, only a rough prior for Darcy, Navier--Stokes and Burgers),
   so that the closed-form posterior mean is a reference. Navier--Stokes uses DiffusionPDE's pairs (w at t = 0,
@@ -42,6 +44,7 @@ from scidiff.pde import make_dataset, solve_burgers, solve_darcy, solve_helmholt
 from scidiff.pde.datasets import joint_pair
 from scidiff.pde.diffusionpde import (
     ChannelAffine,
+    CoefficientGNStep,
     PDEResidual,
     SparseObservation,
     diffusionpde_likelihood,
@@ -51,6 +54,7 @@ from scidiff.pde.diffusionpde import (
 )
 from scidiff.pde.elliptic import _laplacian
 from scidiff.pde.problem import (
+    DARCY_VALUES,
     load_joint_prior,
     PDE_FORMS,
     observation_mask,
@@ -113,14 +117,16 @@ class Table:
 # --- trained joint prior (Darcy) ----------------------------------------------------------------------------
 # Forms of the PDE term (guidance ``pde_form``, scidiff.pde.problem.pde_term): the paper's un-squared residual in
 # the L2, H^-1 and H^-2 norms, and the preconditioned (Richardson) step on u; weights to try with --tune.
-TUNE_PDE = {"l2": [0.1, 1.0, 3.0], "h-1": [1e2, 1e3], "h-2": [1e3, 1e4], "preconditioned": [0.1, 0.3, 0.6]}
+TUNE_PDE = {"l2": [0.1, 1.0, 3.0], "h-1": [1e2, 1e3], "h-2": [1e3, 1e4], "preconditioned": [0.1, 0.3, 0.6],
+            "coefficient": [0.1, 0.3, 1.0], "preconditioned+coefficient": [0.3, 1.0]}
 
 
 def guided_run(prior, aff, pde, observations, zeta_obs, zeta_pde, guidance, steps, samples, form="l2"):
     """One batched sampler run over all test cases (``samples`` draws each); returns per-case physical means."""
     sigmas = prior_sigmas(prior, steps)
     obs = SparseObservation.stack(observations, repeats=samples)
-    residual = pde_term(pde, {"pde_form": form}, aff)
+    residual = pde_term(pde, {"pde_form": form, **{k: guidance[k] for k in ("pde_damping", "pde_smoothing")
+                                                   if k in guidance}}, aff)
     lik = diffusionpde_likelihood(
         [(obs, zeta_obs)], residual, zeta_pde, sigmas,
         switch=float(guidance.get("switch", 0.8)), late_obs_factor=float(guidance.get("late_obs_factor", 0.1)),
@@ -155,6 +161,10 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
         tuned = Path(args.weights) if args.weights else PROBLEMS / pde / "guidance_weights.json"
         if weights is None and tuned.is_file():  # weights chosen by an earlier --tune run
             cfg["guidance"].update(json.loads(tuned.read_text())[task])
+        if args.pde_damping is not None:
+            cfg["guidance"]["pde_damping"] = args.pde_damping
+        if args.pde_smoothing is not None:
+            cfg["guidance"]["pde_smoothing"] = args.pde_smoothing
         field, spec = next((f, s) for f, s in cfg["observe"].items() if s)
         steps = int(args.steps or cfg["sampler"]["steps"])
         samples = int(args.samples or cfg["sampler"]["samples"])
@@ -189,8 +199,9 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
 
 def trained_baselines(pde: str, task: str, a: np.ndarray, u: np.ndarray, mask: np.ndarray, table: Table) -> None:
     """Forward: the solver with the true a (the floor) and interpolation of the sparse a + the solver (Darcy: the
-    interpolant thresholded to {3, 12}). Inverse (Poisson, Helmholtz): interpolation of the sparse u + the operator
-    (Darcy's a is not determined pointwise by an interpolated u: no such baseline)."""
+    interpolant thresholded to {3, 12}). Inverse: interpolation of the sparse u (with the boundary data) as a
+    reference for the sampled u, and for Poisson and Helmholtz that interpolant + the operator as the estimate of
+    a (Darcy's a is not determined pointwise by an interpolated u: no such baseline)."""
     if task == "forward":
         t = time.perf_counter()
         table.add(pde, task, "solver, true a (floor)", "rel. L2 of u", rel_l2(SOLVERS[pde](a), u), time.perf_counter() - t)
@@ -199,13 +210,37 @@ def trained_baselines(pde: str, task: str, a: np.ndarray, u: np.ndarray, mask: n
         a_int = threshold_darcy(a_int) if pde == "darcy" else a_int
         table.add(pde, task, "interpolate a + solver", "rel. L2 of u", rel_l2(SOLVERS[pde](a_int), u),
                   time.perf_counter() - t)
-    elif pde != "darcy":
+    else:
+        # u itself from its sparse values and the Dirichlet data u = 0 (a reference for the sampled u's error).
+        edge = np.ones_like(mask, dtype=bool)
+        edge[1:-1, 1:-1] = False
+        t = time.perf_counter()
+        u_int = interpolate(u, mask | edge)
+        table.add(pde, task, "interpolate u (with u = 0 on the boundary)", "rel. L2 of u", rel_l2(u_int, u),
+                  time.perf_counter() - t)
+        if pde == "darcy":
+            t = time.perf_counter()
+            a_hat = threshold_darcy(coefficient_from_u(u_int)[1:-1, 1:-1])
+            table.add(pde, task, "interpolate u + 5 coefficient steps (damping 1)", "error rate of a",
+                      float((a_hat != a[1:-1, 1:-1]).mean()), time.perf_counter() - t)
+    if task == "inverse" and pde != "darcy":
         t = time.perf_counter()
         u_int = interpolate(u, mask)
         lap = _laplacian(torch.as_tensor(u_int)[None])[0].numpy()
         a_hat = lap + (1.0 if pde == "helmholtz" else 0.0) * u_int[1:-1, 1:-1]
         table.add(pde, task, "interpolate u + operator", "rel. L2 of a (interior)", rel_l2(a_hat, a[1:-1, 1:-1]),
                   time.perf_counter() - t)
+
+
+def coefficient_from_u(u: np.ndarray, steps: int = 5, damping: float = 1.0) -> np.ndarray:
+    """Darcy's a for a given u without a prior: coefficient steps (``CoefficientGNStep``, physical units) from the
+    midpoint a = 7.5 of the two values."""
+    unit = ChannelAffine([1.0, 1.0], [0.0, 0.0])
+    x = torch.stack([torch.full(u.shape, float(np.mean(DARCY_VALUES)), dtype=torch.float64), torch.as_tensor(u)])[None]
+    step = CoefficientGNStep("darcy", unit, damping=damping, cg_iters=100)
+    for _ in range(steps):
+        x[:, 0] += step.step(x)
+    return x[0, 0].numpy()
 
 
 def run_variant(pde, prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples, table, n_test, form="l2") -> float:
@@ -215,7 +250,8 @@ def run_variant(pde, prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, sam
     except ValueError as e:  # check_finite: the weights blew the state up
         print(f"[{task} {label}: {e}]")
         return float("inf")
-    keys = ("rel_l2_u",) if task == "forward" else (("error_rate_a",) if pde == "darcy" else ()) + ("rel_l2_a",)
+    # Inverse: the error of a, then that of the sampled u (which the coefficient step takes as given).
+    keys = ("rel_l2_u",) if task == "forward" else (("error_rate_a",) if pde == "darcy" else ()) + ("rel_l2_a", "rel_l2_u")
     names = {"rel_l2_u": "rel. L2 of u", "rel_l2_a": "rel. L2 of a (interior)", "error_rate_a": "error rate of a"}
     primary = []
     for j in range(n_test):
@@ -393,6 +429,10 @@ def main(argv=None) -> None:
                    help=f"PDE weights to try for a form (defaults: {TUNE_PDE})")
     p.add_argument("--pde-forms", nargs="+", default=["l2", "preconditioned"], choices=list(PDE_FORMS),
                    help="forms of the PDE term to run (l2: the paper's; see scidiff.pde.problem.pde_term)")
+    p.add_argument("--pde-damping", type=float, default=None,
+                   help="relative Tikhonov damping of the coefficient step (default: the problem file's, else 0.01)")
+    p.add_argument("--pde-smoothing", type=float, default=None,
+                   help="H^1 share of the coefficient step's damping (default: the problem file's, else 0)")
     p.add_argument("--tasks", nargs="+", default=["forward", "inverse"], choices=["forward", "inverse"])
     p.add_argument("--res", type=int, default=32, help="stand-in grid (Navier-Stokes: 16)")
     p.add_argument("--stand-in-steps", type=int, default=60)

@@ -25,6 +25,7 @@ from ..inverse.posterior import Posterior
 from ._checks import node_coords
 from .diffusionpde import (
     ChannelAffine,
+    CoefficientGNStep,
     PDEResidual,
     PreconditionedPDEStep,
     SparseObservation,
@@ -140,24 +141,33 @@ def build_observations(
 
 
 # --- solving ------------------------------------------------------------------------------------------------
-GUIDANCE_KEYS = ("a", "u", "pde", "pde_form", "switch", "late_obs_factor")
-#: Forms of the PDE term: the paper's un-squared residual in the L2 (default), H^-1 or H^-2 norm, or the
-#: preconditioned step on u (:class:`~scidiff.pde.diffusionpde.PreconditionedPDEStep`).
-PDE_FORMS = ("l2", "h-1", "h-2", "preconditioned")
+GUIDANCE_KEYS = ("a", "u", "pde", "pde_form", "pde_damping", "pde_smoothing", "switch", "late_obs_factor")
+#: Forms of the PDE term: the paper's un-squared residual in the L2 (default), H^-1 or H^-2 norm, the
+#: preconditioned step on u (:class:`~scidiff.pde.diffusionpde.PreconditionedPDEStep`), the regularised
+#: Gauss-Newton step on a (:class:`~scidiff.pde.diffusionpde.CoefficientGNStep`), or both steps together.
+PDE_FORMS = ("l2", "h-1", "h-2", "preconditioned", "coefficient", "preconditioned+coefficient")
 
 
 def pde_term(pde: str, guidance: Mapping, aff: ChannelAffine, pde_params=None):
     """The PDE term of a problem file's ``guidance`` (``pde_form``, one of :data:`PDE_FORMS`; default ``l2``,
     the paper's). The preconditioned step uses ``a_ref`` = the normaliser's mean of a for Darcy (else 1) and
-    clips Darcy's sampled a to the range of its two values before solving for u."""
+    clips Darcy's sampled a to the range of its two values before solving for u; the coefficient step takes its
+    relative Tikhonov damping from ``pde_damping`` (default 0.01) and its H^1 share from ``pde_smoothing`` (0)."""
     form = str(guidance.get("pde_form", "l2"))
     if form not in PDE_FORMS:
         raise ValueError(f"guidance.pde_form: unknown form {form!r}; use one of {list(PDE_FORMS)}")
-    if form == "preconditioned":
+    params = dict(pde_params or {})
+    terms = []
+    if form.startswith("preconditioned"):
         a_ref = float(aff.to_physical(torch.zeros(1, 2, 1, 1, dtype=torch.float64))[0, 0]) if pde == "darcy" else 1.0
         a_range = DARCY_VALUES if pde == "darcy" else None
-        return PreconditionedPDEStep(pde, aff, a_ref, a_range, **(pde_params or {}))
-    return PDEResidual(joint_residual(pde, **(pde_params or {})), aff.to_physical, norm=form)
+        terms.append(PreconditionedPDEStep(pde, aff, a_ref, a_range, **params))
+    if form.endswith("coefficient"):
+        terms.append(CoefficientGNStep(pde, aff, float(guidance.get("pde_damping", 1e-2)),
+                                       smoothing=float(guidance.get("pde_smoothing", 0.0)), **params))
+    if terms:
+        return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+    return PDEResidual(joint_residual(pde, **params), aff.to_physical, norm=form)
 
 
 def guidance_likelihood(pde: str, observations: dict, guidance: Mapping, sigmas, aff: ChannelAffine, pde_params=None):

@@ -51,6 +51,9 @@ class DiffusionPrior(pl.LightningModule):
             at this step and stays there (:func:`warmup_cosine`); ``None`` (default) keeps it constant.
         ema_decay: EMA of the weights used for sampling; ``0`` disables EMA.
         p_mean, p_std: EDM's log-normal training distribution of sigma.
+        init_weights: start the network (and its EMA copy) from the sampling weights of a saved prior with the
+            same network and channels: a ``.safetensors``/``.ckpt`` path or a shipped name. The spatial size may
+            differ (a convolutional U-Net runs at any size), e.g. to continue a 32 x 32 prior at 64 x 64. Not saved.
     """
 
     #: Check every input for NaN/inf: ``"cpu"`` (default) on host tensors only, where it costs no device sync;
@@ -73,8 +76,10 @@ class DiffusionPrior(pl.LightningModule):
         lr_final_fraction: float = 0.01,
         p_mean: float = -1.2,
         p_std: float = 1.2,
+        init_weights: str | None = None,
     ):
-        hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        # init_weights is a starting point, not part of the model: kept out of the saved configuration.
+        hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__", "init_weights")}
         super().__init__()
         # Explicit: Lightning's CLI would otherwise hand a prior built inside another module the outer config.
         self.save_hyperparameters(hparams)
@@ -90,6 +95,23 @@ class DiffusionPrior(pl.LightningModule):
         # Normaliser: x_phys = mean + std * x, per channel. Filled from the data module at fit start.
         self.register_buffer("norm_mean", torch.zeros(self.shape[0]))
         self.register_buffer("norm_std", torch.ones(self.shape[0]))
+        if init_weights is not None:
+            self._init_from(init_weights)
+
+    def _init_from(self, source: str) -> None:
+        src = DiffusionPrior.load(source) if Path(source).suffix in (".safetensors", ".ckpt") else DiffusionPrior.pretrained(source)
+        mine, theirs = dict(self.hparams), dict(src.hparams)
+        same = ("network", "network_kwargs", "sigma_data")
+        if src.shape[0] != self.shape[0] or any(mine.get(k) != theirs.get(k) for k in same):
+            raise ValueError(
+                f"init_weights {source!r} has {src.shape[0]} channels and network "
+                f"{ {k: theirs.get(k) for k in same} }; this prior needs {self.shape[0]} channels and "
+                f"{ {k: mine.get(k) for k in same} }"
+            )
+        state = src.denoiser.state_dict()
+        for module in (self.precond, self.ema):
+            if module is not None:
+                module.load_state_dict(state)
 
     # --- Denoiser -----------------------------------------------------------------------------
     @property

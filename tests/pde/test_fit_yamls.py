@@ -10,12 +10,13 @@ from scidiff.priors import DiffusionPrior
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("pde, shape", [("darcy", (2, 32, 32)), ("poisson", (2, 32, 32)),
-                                        ("helmholtz", (2, 32, 32)), ("burgers", (1, 32, 32)),
-                                        ("navier_stokes", (2, 32, 32))])
-def test_fit_yaml_trains_a_prior_of_the_pde_fields(pde, shape, tmp_path):
+@pytest.mark.parametrize("pde, shape, yaml", [("darcy", (2, 32, 32), "fit"), ("poisson", (2, 32, 32), "fit"),
+                                              ("helmholtz", (2, 32, 32), "fit"), ("burgers", (1, 32, 32), "fit"),
+                                              ("navier_stokes", (2, 32, 32), "fit"),
+                                              ("darcy", (2, 64, 64), "fit64")])  # starts from darcy32's weights
+def test_fit_yaml_trains_a_prior_of_the_pde_fields(pde, shape, yaml, tmp_path):
     fast = ["--data.generate.dt_solver=0.05"] if pde == "navier_stokes" else []  # a coarse solve: shapes only
-    main(["fit", "-c", str(ROOT / f"problems/{pde}/fit.yaml"), "--trainer.max_steps=2", "--data.generate.n=24",
+    main(["fit", "-c", str(ROOT / f"problems/{pde}/{yaml}.yaml"), "--trainer.max_steps=2", "--data.generate.n=24",
           "--data.batch_size=8", f"--trainer.default_root_dir={tmp_path}",
           f"--trainer.logger.init_args.save_dir={tmp_path}", *fast])
     ckpt = sorted(tmp_path.rglob("last.ckpt"))

@@ -134,6 +134,8 @@ def test_scores_and_threshold():
         ({"truth": {"generate": {"seed": 0}}, "pde": "poisson", "observe": {"u": {"fraction": 0.1}},
           "guidance": {"u": 1, "pde": 10.0, "pde_form": "h-2"}}, None, None),
         ({"pde": "darcy", "guidance": {"a": 1.0, "pde": 0.5, "pde_form": "preconditioned"}}, None, None),
+        ({"pde": "darcy", "observe": {"u": {"fraction": 0.1}},
+          "guidance": {"u": 1.0, "pde": 0.5, "pde_form": "preconditioned+coefficient", "pde_damping": 0.1}}, None, None),
         ({"truth": None}, ValueError, "no sensor values"),
         ({"truth": {"url": "x"}}, ValueError, "truth:"),
         ({"sampler": {"steps": 0}}, ValueError, "steps"),

@@ -80,6 +80,25 @@ def test_checkpoint_and_safetensors_roundtrip(tmp_path):
         assert torch.equal(back.norm_mean, prior.norm_mean)
 
 
+def test_init_weights_continue_a_prior_at_another_size(tmp_path):
+    """``init_weights`` copies the sampling weights of a saved prior into a prior on a larger grid (the U-Net is
+    convolutional), keeps them out of the saved configuration, and refuses another network."""
+    kw = {"base_channels": 8, "channel_mults": [1, 2]}
+    small = DiffusionPrior([1, 8, 8], network_kwargs=kw)
+    with torch.no_grad():
+        for p in small.ema.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    path = export_safetensors(small, tmp_path / "small.safetensors")
+    big = DiffusionPrior([1, 16, 16], network_kwargs=kw, init_weights=str(path))
+    for mine in (big.precond, big.ema):
+        assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(), small.ema.state_dict().values()))
+    assert "init_weights" not in big.hparams
+    x = torch.randn(1, 1, 16, 16)
+    assert torch.allclose(big(x, 1.0), small.eval().ema(x, torch.tensor([1.0])), atol=1e-6)
+    with pytest.raises(ValueError, match="init_weights .* network"):
+        DiffusionPrior([1, 16, 16], network_kwargs={"base_channels": 4, "channel_mults": [1, 2]}, init_weights=str(path))
+
+
 class _Evil:
     def __reduce__(self):
         return (print, ("this ran code",))
