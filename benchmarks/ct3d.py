@@ -175,7 +175,8 @@ def run(args) -> list[dict]:
 def tune(args) -> None:
     """Validation PSNR (3D) over a grid of ``lam``, ``rho`` at 8 views: ADMM-TV and DDS (z-TV) on the grid, DDS with
     all-direction TV at DDS's best ``rho``, then DiffusionMBIR (the costly one) at DDS's best ``rho`` and ``lam``
-    times 1/3, 1 and 3 (the same ADMM problem). The grid is ``--tune-lams`` x ``--tune-rhos``."""
+    times 1/3, 1 and 3 (the same ADMM problem). The grid is ``--tune-lams`` x ``--tune-rhos``; without DDS in
+    ``--tune-methods`` every method runs on that grid."""
     prior = load_slice_prior(args.prior)
     op, y, truth = problem(args.val_phantom, args.tune_task, args.depth, args.size, args.slab)
     seed = lambda: torch.Generator().manual_seed(0)  # noqa: E731
@@ -196,7 +197,7 @@ def tune(args) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     dds_best = None
     for name, fn in solvers.items():
-        if name != "ADMM-TV" and name != "DDS":  # around DDS's optimum (same ADMM problem)
+        if name not in ("ADMM-TV", "DDS") and dds_best:  # around DDS's optimum (same ADMM problem)
             grid = [(f * dds_best[1], dds_best[2]) for f in (1 / 3, 1, 3)]
         best = None
         for lam, rho in grid:
