@@ -71,3 +71,15 @@ def test_transfer_to_another_slice_size_writes_a_prior_of_that_size(resume, tmp_
     assert 0 < float(new.norm_mean) < 2 and 0 < float(new.norm_std) < 2  # the slices' statistics, not the start's
     x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(new(x, 1.0)).all()
+
+
+def test_shipped_64_prior_runs_on_64_slices_and_has_a_card():
+    prior = DiffusionPrior.pretrained("ct_slices64")
+    assert prior.shape == (1, 64, 64)
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.isfinite(prior(x, 0.5)).all()
+    with pytest.raises(ValueError, match="shape"):
+        prior(torch.randn(1, 1, 32, 32), 0.5)
+    card = Path(__import__("scidiff").__file__).parent / "assets" / "ct_slices64.md"
+    assert "600 steps" in card.read_text()
