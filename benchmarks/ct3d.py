@@ -20,7 +20,7 @@ every 5 ms). Ratios are against ADMM-TV (dB gain) and DiffusionMBIR (speed) in t
 
 Usage (repository root): PYTHONPATH=. python benchmarks/ct3d.py [--mode table|tune|speed] [--size 32] [--depth 16] [--slab 0]
     [--tasks sv8 sv4 sv2 la90 fan8 mri4 mri8] [--mbir-steps 200] [--mbir-tasks sv8] [--dds-steps 50]
-    [--dds-cg 10] [--dds-eta 0.85] [--dds-lam-by-task TASK=LAM ...] [--prior ct_slices<size>] [--threads 1]
+    [--dds-cg 5] [--dds-eta 0.85] [--dds-lam-by-task TASK=LAM ...] [--prior ct_slices<size>] [--threads 1]
     [--methods DDS DiffusionMBIR ...]
     tune:  [--tune-task sv8] [--tune-methods ADMM-TV DDS ...] [--tune-lams ...] [--tune-rhos ...]
     speed: [--speed-depth 4] [--dds-variants STEPS:CG:ETA ...] [--phantoms random2000]
@@ -320,8 +320,9 @@ def main(argv=None) -> None:
                    help='table: only these rows (e.g. "DDS" "DiffusionMBIR"; ADMM-TV always runs, as the baseline)')
     p.add_argument("--mbir-steps", type=int, default=200)
     p.add_argument("--dds-steps", type=int, default=50)
-    p.add_argument("--dds-cg", type=int, default=10,
-                   help="CG steps per DDS step (paper: 5; 10 chosen on the validation volume by --mode speed)")
+    p.add_argument("--dds-cg", type=int, default=5,
+                   help="CG steps per DDS step (paper: 5; on the validation volume 10 tie at 8 views and lose "
+                        "0.6-2.6 dB at 4/2 views and 4x MRI, docs/ct3d.md)")
     p.add_argument("--dds-eta", type=float, default=0.85, help="DDIM stochasticity of DDS (paper: 0.85)")
     p.add_argument("--dds-variants", nargs="*", default=[], help="extra DDS runs of --mode speed, as steps:n_cg:eta")
     p.add_argument("--tune-lams", nargs="+", type=float, default=[1e-4, 3e-4, 1e-3], help="--mode tune grid")
