@@ -49,3 +49,37 @@ def test_export_loads_as_a_plain_diffusion_prior(resume, tmp_path):
     assert type(loaded) is DiffusionPrior
     x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(loaded(x, 1.0), model.ema(x, torch.ones(2)))
+
+
+def test_transfer_to_another_slice_size_writes_a_prior_of_that_size(resume, tmp_path):
+    # An 8 x 8 prior continued on 16 x 16 slices: same weights to start, the new data's normaliser, a new name.
+    start = _tiny(DiffusionPrior)
+    start.set_normalizer([5.0], [3.0])  # far from the slices' statistics, so a copied normaliser would show
+    start_path = start.export(tmp_path / "start.safetensors")
+    cfg = tmp_path / "fit16.yaml"
+    cfg.write_text(
+        "model: {ema_decay: 0.9}\n"
+        "data:\n  generate: {name: phantom_slices, n_volumes: 2, res: 16, depth: 4, n_ellipsoids: 3, seed: 0}\n"
+        "  variables: [mu]\n  val_fraction: 0.25\n  batch_size: 4\n"
+    )
+    summary = resume.main(["--config", str(cfg), "--start", str(start_path), "--steps", "2", "--warmup", "1",
+                           "--max-minutes", "1", "--out", str(tmp_path / "out")])
+    assert summary["steps"] == 2 and summary["shape"] == [1, 16, 16]
+    assert summary["val_loss_start"] > 0 and summary["val_loss_new"] > 0
+    new = DiffusionPrior.load(tmp_path / "out" / "ct_slices16.safetensors")
+    assert new.shape == (1, 16, 16)
+    assert 0 < float(new.norm_mean) < 2 and 0 < float(new.norm_std) < 2  # the slices' statistics, not the start's
+    x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(new(x, 1.0)).all()
+
+
+def test_shipped_64_prior_runs_on_64_slices_and_has_a_card():
+    prior = DiffusionPrior.pretrained("ct_slices64")
+    assert prior.shape == (1, 64, 64)
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.isfinite(prior(x, 0.5)).all()
+    with pytest.raises(ValueError, match="shape"):
+        prior(torch.randn(1, 1, 32, 32), 0.5)
+    card = Path(__import__("scidiff").__file__).parent / "assets" / "ct_slices64.md"
+    assert "600 steps" in card.read_text()
