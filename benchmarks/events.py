@@ -16,9 +16,10 @@ event-conditioned law. Events are ``max_t x(t) > threshold`` with thresholds at 
    (``scidiff.dynamics.sample_event_smc``: twisted SMC, Wu et al. 2023, with the same approximation as twist; its
    KS critical value uses the final effective sample size; ``smc_fine_cut``: a 96-level base chain). KS of
    ``max_t x`` against the simulator's conditional law and against the prior's own conditional law
-   (subset-simulation samples), the share of samples inside the event, RMS errors of the conditional mean and std trajectories (in marginal stds). Peers: rejection from the
-   prior at equal wall time (the first pool samples that the sampler's wall time buys at the pool's rate), and
-   subset simulation's final population (MCMC samples of the prior's conditional law).
+   (subset-simulation samples), the share of samples inside the event, RMS errors of the conditional mean and std
+   trajectories (in marginal stds). Peers: rejection from the prior at equal wall time (the first pool samples that
+   the sampler's wall time buys at the pool's rate), and subset simulation's final population (MCMC samples of the
+   prior's conditional law).
 3. **P(E) estimates** against the simulator: subset simulation, the pool's Monte Carlo fraction, rejection at the
    wall time of subset simulation, and (``--pf-ode``) the paper's ``log p(x) - log p(x | E)`` identity.
 4. (``--n-calibration N``) **The guidance approximation on data** (``scidiff.dynamics.guidance_calibration``): on
