@@ -203,12 +203,19 @@ class DiffusionPrior(pl.LightningModule):
             self.set_normalizer(dm.norm_mean, dm.norm_std)
 
     def _loss(self, batch: Tensor, generator=None) -> Tensor:
+        """Batch EDM loss; a batch ``(x0, w)`` gives the self-normalised weighted mean ``sum w l / sum w``
+        (importance-weighted oversampling, :class:`~scidiff.data.weighted.OversampledDataModule`)."""
         x0 = batch[0] if isinstance(batch, (list, tuple)) else batch
         self.check_input(x0)
-        return edm_loss(
+        loss = edm_loss(
             self.precond, x0, sigma_data=self.hparams.sigma_data, p_mean=self.hparams.p_mean, p_std=self.hparams.p_std,
             generator=generator,
-        ).mean()
+        )
+        if isinstance(batch, (list, tuple)) and len(batch) > 1:
+            from ..data.weighted import weighted_mean
+
+            return weighted_mean(loss, batch[1])
+        return loss.mean()
 
     def _training_generators(self, x0: Tensor) -> list[torch.Generator] | None:
         """One generator per item, seeded by (initial seed, step, position of the item in the global batch).
@@ -228,7 +235,7 @@ class DiffusionPrior(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x0 = batch[0] if isinstance(batch, (list, tuple)) else batch
-        loss = self._loss(x0, self._training_generators(x0))
+        loss = self._loss(batch, self._training_generators(x0))
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x0), sync_dist=True)
         return loss
 

@@ -68,3 +68,24 @@ def test_finetune_starts_from_the_shipped_weights_and_decays_the_rate():
     assert prior.lr_factor(110) == pytest.approx(prior.lr_final_fraction)
     prior._t0 = time.monotonic() - 100.0  # out of wall time: the rate is at its floor whatever the step
     assert prior.lr_factor(20) == pytest.approx(prior.lr_final_fraction)
+
+
+def test_finetune_tail_mode_oversamples_max_x_in_the_shipped_units():
+    import argparse
+    import importlib.util
+
+    from scidiff.data.weighted import OversampledDataModule
+
+    spec = importlib.util.spec_from_file_location("lorenz_finetune", ROOT / "problems/lorenz/finetune.py")
+    finetune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(finetune)
+    prior = finetune.CosinePrior(shape=[3, 8], network="mlp", network_kwargs={"hidden": 8, "depth": 2})
+    prior.set_normalizer(torch.tensor([0.0, 0.0, 25.0]), torch.tensor([8.0, 8.0, 5.0]))
+    a = argparse.Namespace(tail=True, n=200, data_seed=0, batch_size=16, quantiles=[0.5, 0.9], shares=[0.5, 0.3, 0.2])
+    dm = finetune.data_module(a, prior)
+    assert isinstance(dm, OversampledDataModule)
+    dm.setup()
+    raw = dm.data[dm._split(200)[0]]
+    torch.testing.assert_close(finetune.max_x(raw), raw[:, 0].amax(-1))
+    torch.testing.assert_close(dm.train_set.tensors[0][:, 2], (raw[:, 2] - 25.0) / 5.0)
+    assert dm.weights.min() < 1 < dm.weights.max()  # tail windows down-weighted, bulk windows up-weighted
