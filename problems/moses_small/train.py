@@ -60,7 +60,8 @@ def main(argv=None) -> dict:
     recipe = {("budget_" + k if k in ("steps", "seconds") else k): v for k, v in vars(a).items()}
     recipe.update(train_molecules=len(train), molecular=True)
     if before:  # the earlier stage's record, so the card can add the stages up
-        recipe["init_record"] = {k: before[k] for k in ("steps", "graphs_seen", "seconds", "loss") if k in before}
+        recipe["init_record"] = {k: before[k] for k in ("steps", "graphs_seen", "seconds", "loss", "init_record")
+                                 if k in before}  # nested, so every earlier stage stays on record
     t0 = time.perf_counter()
 
     def checkpoint(step, averaged):

@@ -32,6 +32,9 @@ def test_init_continues_from_saved_weights(tmp_path):
     # with a zero learning rate the continued model is the saved one: the weights were loaded, not re-initialised
     for key, value in start.state_dict().items():
         assert torch.equal(value, cont.state_dict()[key]), key
+    third = train.main(TINY + ["--steps", "1", "--lr", "0", "--init", str(tmp_path / "b.safetensors"),
+                               "--out", str(tmp_path / "c")])
+    assert third["init_record"]["steps"] == 1 and third["init_record"]["init_record"]["steps"] == 2  # every stage kept
 
 
 def test_init_refuses_a_different_block_order(tmp_path):
