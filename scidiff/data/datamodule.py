@@ -180,14 +180,17 @@ class FieldDataModule(pl.LightningDataModule):
         data = self.data
         train_idx, val_idx = self._split(data.shape[0])
         train, val = data[train_idx], data[val_idx]
-        reduce = [0, *range(2, data.ndim)]
-        if self.normalize:
-            self.norm_mean, self.norm_std = train.mean(reduce), train.std(reduce).clamp_min(1e-12)
-        else:
-            self.norm_mean, self.norm_std = torch.zeros(data.shape[1]), torch.ones(data.shape[1])
+        self.norm_mean, self.norm_std = self._normalizer(train)
         shape = (1, -1, *([1] * (data.ndim - 2)))
         self.train_set = TensorDataset((train - self.norm_mean.reshape(shape)) / self.norm_std.reshape(shape))
         self.val_set = TensorDataset((val - self.norm_mean.reshape(shape)) / self.norm_std.reshape(shape))
+
+    def _normalizer(self, train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel ``(mean, std)`` of the training split (``(0, 1)`` with ``normalize=False``)."""
+        if not self.normalize:
+            return torch.zeros(train.shape[1]), torch.ones(train.shape[1])
+        reduce = [0, *range(2, train.ndim)]
+        return train.mean(reduce), train.std(reduce).clamp_min(1e-12)
 
     def _loader(self, dataset, sampler=None) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,

@@ -106,17 +106,16 @@ class OversampledDataModule(FieldDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.lazy:
             raise ValueError("OversampledDataModule needs the pool in memory (lazy=False)")
-        data = self.data
-        train_idx, val_idx = self._split(data.shape[0])
-        if self.normalizer is None:
-            super().setup(stage)
-        else:
-            self.norm_mean, self.norm_std = (torch.as_tensor(v).float().reshape(-1) for v in self.normalizer)
-            shape = (1, -1, *([1] * (data.ndim - 2)))
-            norm = lambda x: (x - self.norm_mean.reshape(shape)) / self.norm_std.reshape(shape)  # noqa: E731
-            self.train_set, self.val_set = TensorDataset(norm(data[train_idx])), TensorDataset(norm(data[val_idx]))
-        self.proposal, self.weights = stratified_proposal(self.statistic(data[train_idx]), self.quantiles, self.shares)
+        super().setup(stage)
+        train_idx, _ = self._split(self.data.shape[0])
+        self.proposal, self.weights = stratified_proposal(self.statistic(self.data[train_idx]), self.quantiles, self.shares)
         self.train_set = TensorDataset(self.train_set.tensors[0], self.weights.float())
+
+    def _normalizer(self, train: Tensor) -> tuple[Tensor, Tensor]:
+        if self.normalizer is None:
+            return super()._normalizer(train)
+        mean, std = (torch.as_tensor(v).float().reshape(-1) for v in self.normalizer)
+        return mean, std
 
     def train_dataloader(self):
         sampler = ImportanceSampler(self.proposal, len(self.train_set), seed=self.seed)

@@ -22,7 +22,6 @@ prior tight (strong regularisation); the paper tunes them on an out-of-distribut
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn.functional as F
@@ -32,13 +31,11 @@ from .networks import GraphTransformer, structural_features
 
 
 def cgd_scales(t, lambda_s: float, lambda_d: float):
-    """(c_s(t), c_d(t)) of the CGD prior covariance; ``t`` in [0, 1] (0 = clean), a float or a tensor."""
-    if isinstance(t, Tensor):
-        return (lambda_s * torch.sigmoid(-7 * (t - 0.5)) + lambda_s / 10,
-                lambda_d * torch.sigmoid(7 * (t - 0.5)) + lambda_d / 10)
-    c_s = lambda_s / (1 + math.exp(7 * (t - 0.5))) + lambda_s / 10
-    c_d = lambda_d / (1 + math.exp(-7 * (t - 0.5))) + lambda_d / 10
-    return c_s, c_d
+    """(c_s(t), c_d(t)) of the CGD prior covariance; ``t`` in [0, 1] (0 = clean), a float or a tensor (same type back)."""
+    tt = torch.as_tensor(t, dtype=torch.float64) if not isinstance(t, Tensor) else t
+    c_s = lambda_s * torch.sigmoid(-7 * (tt - 0.5)) + lambda_s / 10  # lambda_s / (1 + e^{7(t - 1/2)}) + lambda_s / 10
+    c_d = lambda_d * torch.sigmoid(7 * (tt - 0.5)) + lambda_d / 10
+    return (c_s, c_d) if isinstance(t, Tensor) else (float(c_s), float(c_d))
 
 
 def cgd_penalty(mu: Tensor, var: Tensor, phi: Tensor, t, lambda_s: float, lambda_d: float, tau: float = 1.0) -> Tensor:
