@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
     pl.seed_everything(a.seed)
     cfg = yaml.safe_load(Path(a.config).read_text())
     dm = FieldDataModule(**cfg["data"])
-    start = DiffusionPrior.load(a.start) if Path(a.start).suffix else DiffusionPrior.pretrained(a.start)
+    start = DiffusionPrior.from_name_or_path(a.start)
     res = int(cfg["data"]["generate"]["res"])
     shape = [int(start.shape[0]), res, res]
     transfer = list(start.shape) != shape  # another slice size: the data's normaliser replaces the start's

@@ -99,7 +99,7 @@ class DiffusionPrior(pl.LightningModule):
             self._init_from(init_weights)
 
     def _init_from(self, source: str) -> None:
-        src = DiffusionPrior.load(source) if Path(source).suffix in (".safetensors", ".ckpt") else DiffusionPrior.pretrained(source)
+        src = DiffusionPrior.from_name_or_path(source)
         mine, theirs = dict(self.hparams), dict(src.hparams)
         same = ("network", "network_kwargs", "sigma_data")
         if src.shape[0] != self.shape[0] or any(mine.get(k) != theirs.get(k) for k in same):
@@ -326,6 +326,11 @@ class DiffusionPrior(pl.LightningModule):
         if name not in available:
             raise ValueError(f"no shipped prior named {name!r}; available: {available}")
         return cls.load(str(assets / f"{name}.safetensors"))
+
+    @classmethod
+    def from_name_or_path(cls, source: str | Path) -> DiffusionPrior:
+        """:meth:`load` for a ``.safetensors``/``.ckpt`` path, else :meth:`pretrained` for a shipped name."""
+        return cls.load(source) if Path(str(source)).suffix in (".safetensors", ".ckpt") else cls.pretrained(str(source))
 
     def export(self, path: str | Path) -> Path:
         """Write the sampling weights, normaliser and configuration to a safetensors file."""

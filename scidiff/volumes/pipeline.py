@@ -57,13 +57,9 @@ def simulate(spec: dict, x, *, noise_sigma: float = 0.0, generator=None):
 
 
 def load_slice_prior(name_or_path: str):
-    from pathlib import Path
-
     from ..priors import DiffusionPrior
 
-    p = Path(str(name_or_path))
-    prior = DiffusionPrior.load(p) if p.suffix in (".safetensors", ".ckpt") else DiffusionPrior.pretrained(str(name_or_path))
-    return prior.eval()
+    return DiffusionPrior.from_name_or_path(name_or_path).eval()
 
 
 def run_method(method: str, op, y, *, prior=None, method_args: dict | None = None, seed: int = 0, progress: bool = False):
