@@ -26,6 +26,8 @@ ratios are against the first row. Usage (repository root):
     PYTHONPATH=. python benchmarks/graphs.py --only molecules --models PARD=outputs/m15/pard_step3750.safetensors \
         one-shot=outputs/m15/oneshot_step3750.safetensors PARD-15=outputs/m15/pard_step3750.safetensors \
         --sample-steps PARD-15=15 --valence-models PARD
+    PYTHONPATH=. python benchmarks/graphs.py --only molecules --models one-shot=scidiff/assets/moses15.safetensors \
+        corrected=scidiff/assets/moses15.safetensors --correctors corrected=1@30 --no-valence-rows
     PYTHONPATH=. python benchmarks/graphs.py --only cgd --cgd-model scidiff/assets/moses15.safetensors --cgd-samples 192
     PYTHONPATH=. python benchmarks/graphs.py --only graphs --graph-seconds 45
 """
@@ -83,6 +85,11 @@ def molecules(args) -> None:
             model, info = train_model(prepare(train, hops), 7, 4, hops, T, args.seconds)
             models.append((label, model, info))
     steps = {k: int(v) for k, v in (spec.split("=", 1) for spec in args.sample_steps)}
+    correctors = {}
+    for spec in args.correctors:  # LABEL=K or LABEL=K@TMAX
+        label, k = spec.split("=", 1)
+        k, _, t_max = k.partition("@")
+        correctors[label] = {"corrector": int(k), "corrector_t_max": int(t_max) if t_max else None}
     print("| model | sampler | steps | molecules seen | train s | nfe / sample | blocks | samples/s | "
           + " | ".join(MOL_COLS) + " | V.U.N / first |")
     print("|---" * (len(MOL_COLS) + 9) + "|")
@@ -91,10 +98,13 @@ def molecules(args) -> None:
         for sampler, kw in (("unconstrained", {}), ("valence-masked (optional)", {"max_valence": MAX_VALENCE})):
             if sampler != "unconstrained" and (args.no_valence_rows or (args.valence_models and label not in args.valence_models)):
                 continue
-            graphs, c = sample(model, args.samples, args.seed, steps=steps.get(label), **kw)
+            graphs, c = sample(model, args.samples, args.seed, steps=steps.get(label), **correctors.get(label, {}), **kw)
             smiles = [types_to_smiles(x, a) for x, a in graphs]
             m = molecule_metrics(smiles, train_smiles, test_smiles)
             base = base or m["vun"]
+            corr = correctors.get(label)
+            if corr:
+                sampler += f", corrector {corr['corrector']}" + (f" at t <= {corr['corrector_t_max']}" if corr["corrector_t_max"] else "")
             print(f"| {label} | {sampler} | {info.get('steps', '?')} | {info.get('graphs_seen', '?')} | "
                   f"{info.get('seconds', float('nan')):.0f} | {c['nfe']:.1f} | {c['blocks']:.2f} | {c['per_s']:.2f} | "
                   + " | ".join(fmt(m.get(k, float("nan"))) for k in MOL_COLS) + f" | {m['vun'] / max(base, 1e-9):.2f} |",
@@ -243,6 +253,8 @@ def main() -> None:
     p.add_argument("--models", nargs="*", default=[], metavar="LABEL=PATH", help="trained molecule models to score")
     p.add_argument("--sample-steps", nargs="*", default=[], metavar="LABEL=N",
                    help="reverse steps (per block) for a model of --models (default its T): equal-denoiser-call rows")
+    p.add_argument("--correctors", nargs="*", default=[], metavar="LABEL=K[@TMAX]",
+                   help="forward-backward corrector moves per reverse step for a model of --models (only at t <= TMAX)")
     p.add_argument("--seconds", type=float, default=150.0, help="training wall time per molecule model (no --models)")
     p.add_argument("--graph-seconds", type=float, default=45.0, help="training wall time per SPECTRE-style model")
     p.add_argument("--max-atoms", type=int, default=15)

@@ -53,6 +53,9 @@ def sample_main(argv: list[str]) -> list:
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i, whatever the batch size")
     p.add_argument("--valence-mask", action="store_true", help="molecules: the optional valence-constrained sampler "
                    "(bond orders beyond an atom's valence are masked at every step); off = the model's own distribution")
+    p.add_argument("--corrector", type=int, default=0, help="forward-backward corrector moves per reverse step "
+                   "(re-noise z_s to z_t, denoise again; one more denoiser call each)")
+    p.add_argument("--corrector-t-max", type=int, default=None, help="corrector only at steps from t <= this")
     p.add_argument("-o", "--out", default="samples", help="output stem: writes STEM.smi + STEM.sdf or STEM.g6")
     a = p.parse_args(argv)
     model, molecular = load_graph_model(a.graphs)
@@ -60,7 +63,8 @@ def sample_main(argv: list[str]) -> list:
         raise ValueError("--valence-mask needs a molecule model (atom and bond types)")
     with torch.no_grad():
         graphs, _ = model.sample(a.n, steps=a.steps, generator=seeded_generators(range(a.seed, a.seed + a.n)),
-                                 max_valence=MAX_VALENCE if a.valence_mask else None)
+                                 max_valence=MAX_VALENCE if a.valence_mask else None, corrector=a.corrector,
+                                 corrector_t_max=a.corrector_t_max)
     stem = Path(a.out)
     if molecular:
         smiles = write_molecules(graphs, stem)

@@ -191,48 +191,81 @@ class BlockDiffusion(nn.Module):
 
     @torch.no_grad()
     def _denoise_block(self, x: Tensor, adj: Tensor, mask: Tensor, start: Tensor, grid: list[int], generator: Generator,
-                       guidance: Callable | None, max_valence: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Reverse diffusion over the nodes at index >= ``start`` (and their edges); the prefix stays fixed."""
+                       guidance: Callable | None, max_valence: Tensor | None = None, corrector: int = 0,
+                       corrector_t_max: int | None = None) -> tuple[Tensor, Tensor, int]:
+        """Reverse diffusion over the nodes at index >= ``start`` (and their edges); the prefix stays fixed.
+        Returns the block and the number of denoiser calls made."""
         tgt, tgt_e = _target_masks(mask, start)
         b, n = x.shape
         xt = torch.where(tgt, sample_categorical(self.m_x.expand(b, n, -1), generator), x)
         et = torch.where(tgt_e, symmetric_edge_sample(self.m_e.expand(b, n, n, -1), generator), adj)
+        calls = 0
         for t, s in zip(grid[:-1], grid[1:]):
-            tt = torch.full((b,), t, device=x.device)
-            px, pe = self._denoise(xt, et, mask, tgt, tgt_e, tt)
-            px, pe = px.softmax(-1), pe.softmax(-1)
-            if s > 0:
-                abar_t, abar_s = self.abar[t].expand(b), self.abar[s].expand(b)
-                px = posterior_probs(F.one_hot(xt, self.kx).float(), px, abar_t / abar_s, abar_s, abar_t, self.m_x)
-                pe = posterior_probs(F.one_hot(et, self.ke).float(), pe, abar_t / abar_s, abar_s, abar_t, self.m_e)
-            if guidance is not None:
-                with torch.enable_grad():
-                    gx, ge = guidance(xt, et, mask, tgt, tgt_e, tt)
-                # DiGress regressor guidance: p(z_s | z_t, y) ∝ p(z_s | z_t) exp(<grad_{z_t} log p(y | z_t), z_s>)
-                px = px * torch.exp(gx - gx.amax(-1, keepdim=True))
-                pe = pe * torch.exp(ge - ge.amax(-1, keepdim=True))
-                px, pe = px / px.sum(-1, keepdim=True), pe / pe.sum(-1, keepdim=True)
-            xt = torch.where(tgt, sample_categorical(px, generator), x)
-            if max_valence is None:
-                et = torch.where(tgt_e, symmetric_edge_sample(pe, generator), adj)
-            else:  # optional chemistry-aware step: bonds beyond an atom's valence get no probability
-                et = valence_constrained_edge_sample(pe, adj, tgt_e, max_valence[xt] * mask, generator)
-        return xt, et
+            repeats = corrector if corrector_t_max is None or t <= corrector_t_max else 0
+            for r in range(1 + repeats):
+                if r:  # corrector: z_t ~ q(z_t | z_s), then the same reverse step again
+                    xt, et = self._renoise(xt, et, x, adj, tgt, tgt_e, t, s, generator)
+                xt, et = self._reverse_step(xt, et, x, adj, mask, tgt, tgt_e, t, s, generator, guidance, max_valence)
+                calls += 1
+        return xt, et, calls
+
+    def _reverse_step(self, xt: Tensor, et: Tensor, x: Tensor, adj: Tensor, mask: Tensor, tgt: Tensor, tgt_e: Tensor,
+                      t: int, s: int, generator: Generator, guidance: Callable | None,
+                      max_valence: Tensor | None) -> tuple[Tensor, Tensor]:
+        """z_s ~ p(z_s | z_t) on the new block; ``x``, ``adj`` hold the fixed prefix."""
+        b = xt.shape[0]
+        tt = torch.full((b,), t, device=xt.device)
+        px, pe = self._denoise(xt, et, mask, tgt, tgt_e, tt)
+        px, pe = px.softmax(-1), pe.softmax(-1)
+        if s > 0:
+            abar_t, abar_s = self.abar[t].expand(b), self.abar[s].expand(b)
+            px = posterior_probs(F.one_hot(xt, self.kx).float(), px, abar_t / abar_s, abar_s, abar_t, self.m_x)
+            pe = posterior_probs(F.one_hot(et, self.ke).float(), pe, abar_t / abar_s, abar_s, abar_t, self.m_e)
+        if guidance is not None:
+            with torch.enable_grad():
+                gx, ge = guidance(xt, et, mask, tgt, tgt_e, tt)
+            # DiGress regressor guidance: p(z_s | z_t, y) ∝ p(z_s | z_t) exp(<grad_{z_t} log p(y | z_t), z_s>)
+            px = px * torch.exp(gx - gx.amax(-1, keepdim=True))
+            pe = pe * torch.exp(ge - ge.amax(-1, keepdim=True))
+            px, pe = px / px.sum(-1, keepdim=True), pe / pe.sum(-1, keepdim=True)
+        xs = torch.where(tgt, sample_categorical(px, generator), x)
+        if max_valence is None:
+            es = torch.where(tgt_e, symmetric_edge_sample(pe, generator), adj)
+        else:  # optional chemistry-aware step: bonds beyond an atom's valence get no probability
+            es = valence_constrained_edge_sample(pe, adj, tgt_e, max_valence[xs] * mask, generator)
+        return xs, es
+
+    def _renoise(self, xs: Tensor, es: Tensor, x: Tensor, adj: Tensor, tgt: Tensor, tgt_e: Tensor, t: int, s: int,
+                 generator: Generator) -> tuple[Tensor, Tensor]:
+        """z_t ~ q(z_t | z_s) = alpha z_s + (1 - alpha) m with alpha = abar_t / abar_s (the forward steps s -> t)."""
+        alpha = (self.abar[t] / self.abar[s]).expand(xs.shape[0])
+        xt = sample_categorical(forward_probs(F.one_hot(xs, self.kx).float(), alpha, self.m_x), generator)
+        et = symmetric_edge_sample(forward_probs(F.one_hot(es, self.ke).float(), alpha, self.m_e), generator)
+        return torch.where(tgt, xt, x), torch.where(tgt_e, et, adj)
 
     @torch.no_grad()
     def sample(self, num: int, steps: int | None = None, generator: Generator = None, progress: bool = False,
-               guidance: Callable | None = None, max_valence: Sequence[int] | Tensor | None = None
-               ) -> tuple[list[tuple[Tensor, Tensor]], dict]:
+               guidance: Callable | None = None, max_valence: Sequence[int] | Tensor | None = None,
+               corrector: int = 0, corrector_t_max: int | None = None) -> tuple[list[tuple[Tensor, Tensor]], dict]:
         """``num`` graphs as ``(node types [n], edge classes [n, n])`` and a dict of counts (``nfe`` = denoiser
         evaluations per graph, ``blocks`` per graph). ``steps`` reverse steps per block (default T).
 
         ``max_valence`` (one entry per node type, edge class = bond order; e.g. :data:`~scidiff.graphs.molecules.MAX_VALENCE`)
         switches on an optional chemistry-aware sampler: at every reverse step bond orders that would take an
         atom past its valence are masked out (:func:`~scidiff.graphs.discrete.valence_constrained_edge_sample`).
-        Off by default: the unconstrained sampler is the model's own distribution."""
+        Off by default: the unconstrained sampler is the model's own distribution.
+
+        ``corrector`` repeats each reverse step t -> s (with t <= ``corrector_t_max``, default every step) that many
+        more times, each time after re-noising the draw forward, z_t ~ q(z_t | z_s). With the exact reverse kernel
+        this forward-backward move leaves the marginal q(z_s) invariant (q(z_s) q(z_t | z_s) = q(z_t) q(z_s | z_t)),
+        so it corrects the drift a learned denoiser accumulates without changing the law it aims at: the discrete
+        counterpart of a predictor-corrector sampler (Song et al. 2021; Campbell et al. 2022 for discrete states)
+        and of RePaint's resampling (Lugmayr et al. 2022). Each repeat costs one denoiser call."""
         from tqdm.auto import tqdm
 
         grid = self._time_grid(steps)
+        if corrector < 0:
+            raise ValueError(f"corrector must be >= 0 (forward-backward repeats per step), got {corrector}")
         dev = self.abar.device
         if max_valence is not None:
             max_valence = torch.as_tensor(max_valence, dtype=torch.long, device=dev)
@@ -250,10 +283,10 @@ class BlockDiffusion(nn.Module):
             end = n + size
             width = int(end.max())
             mask = torch.arange(width, device=dev)[None] < end[:, None]
-            xs, es = self._denoise_block(x[:, :width], adj[:, :width, :width], mask, torch.where(active, n, end), grid,
-                                         generator, guidance, max_valence)
+            xs, es, calls = self._denoise_block(x[:, :width], adj[:, :width, :width], mask, torch.where(active, n, end),
+                                                grid, generator, guidance, max_valence, corrector, corrector_t_max)
             x[:, :width], adj[:, :width, :width] = xs, es
-            nfe += active.long().cpu() * (len(grid) - 1)
+            nfe += active.long().cpu() * calls
             blocks += active.long().cpu()
             n = end
             if self.size_net is None:

@@ -45,5 +45,9 @@ def test_sample_cli_reads_safetensors_models_and_masks_valences(tmp_path):
     path = save_model(model, tmp_path / "m.safetensors", {"molecular": True})
     smiles = run(["sample", "--graphs", str(path), "--n", "6", "--valence-mask", "-o", str(tmp_path / "m")])
     assert len(smiles) == 6 and all(s is not None for s in smiles)
+    # the corrector reaches the sampler: with it the same seeds give other draws, and masked ones stay valid
+    corrected = run(["sample", "--graphs", str(path), "--n", "6", "--valence-mask", "--corrector", "1",
+                     "--corrector-t-max", "2", "-o", str(tmp_path / "c")])
+    assert all(s is not None for s in corrected) and corrected != smiles
     with pytest.raises(FileNotFoundError, match="not a shipped model"):
         run(["sample", "--graphs", "no_such_model", "--n", "2", "-o", str(tmp_path / "x")])
