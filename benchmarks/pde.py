@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -420,6 +421,14 @@ def baselines(name: str, truth: np.ndarray, mask: np.ndarray, table: Table) -> N
         trained_baselines(name, task, a, u, mask, table)
 
 
+class _Stopped(Exception):
+    pass
+
+
+def _stop(signum, frame):
+    raise _Stopped
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pde", default="darcy", choices=list(SOLVERS), help="trained rows: the PDE (problems/<pde>/)")
@@ -464,13 +473,20 @@ def main(argv=None) -> None:
         for item in args.tune_pde:
             form, _, values = item.partition("=")
             weights[form] = [float(v) for v in values.split(",")]
-        chosen = trained_rows(args, table, weights if args.tune else None)
+        what = f"validation samples (seed {args.val_seed})" if args.tune else f"test samples (seed {args.test_seed})"
+        prior = args.trained or load_config(PROBLEMS / args.pde / "forward.yaml")["prior"]
+        header = f"{args.pde}: trained prior {prior}, {args.n_test} {what}, 3 % observed; steps x samples per case"
+        # A run stopped by a time limit (SIGTERM, e.g. from `timeout`) still prints the rows it has finished.
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            chosen = trained_rows(args, table, weights if args.tune else None)
+        except _Stopped:
+            table.print(header + " (stopped by SIGTERM: the rows finished so far)")
+            raise SystemExit(124)
         if args.tune and args.tuned_out:
             Path(args.tuned_out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.tuned_out).write_text(json.dumps(chosen))
-        what = f"validation samples (seed {args.val_seed})" if args.tune else f"test samples (seed {args.test_seed})"
-        prior = args.trained or load_config(PROBLEMS / args.pde / "forward.yaml")["prior"]
-        table.print(f"{args.pde}: trained prior {prior}, {args.n_test} {what}, 3 % observed; steps x samples per case")
+        table.print(header)
     args.samples = args.samples or 4
     for name in args.stand_in:  # one table per PDE, printed as soon as it is done
         table, t = Table(), time.perf_counter()
