@@ -24,7 +24,7 @@ def main(argv: list[str]) -> dict:
     nc = write_netcdf(ds, out.get("netcdf") or f"outputs/{ds.attrs['pde']}/{stem}.nc")
     png = plot_solution(ds, out.get("png") or Path(nc).with_suffix(".png"))
     report = {k: ds.attrs[k] for k in ("pde", "mode", "steps", "nfe", "wall_time_s") if k in ds.attrs}
-    report.update({k: ds.attrs[k] for k in ("rel_l2_u", "rel_l2_a", "error_rate_a") if k in ds.attrs})
+    report.update({k: ds.attrs[k] for k in ("rel_l2_u", "rel_l2_u_solved", "rel_l2_a", "error_rate_a") if k in ds.attrs})
     report.update(netcdf=str(nc), png=str(png))
     for k, v in report.items():
         print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")

@@ -231,6 +231,25 @@ def scores(pde: str, mean: dict, truth: dict) -> dict:
     return out
 
 
+def solve_samples(pde: str, a_samples: np.ndarray, pde_params: Mapping | None = None) -> np.ndarray:
+    """The reference solver on each posterior sample of the coefficient, ``(S, n, n) -> (S, n, n)``.
+
+    Darcy's samples are thresholded to {3, 12} first (DiffusionPDE's read-out of a). The mean of the result is a
+    forward estimate of u that satisfies the discrete PDE sample by sample, whatever the sampled u channel does:
+    with a prior whose u channel is less accurate than its a, it is the better read-out (docs/pde.md).
+    """
+    from .elliptic import solve_darcy, solve_helmholtz, solve_poisson
+
+    if pde not in PDES:
+        raise ValueError(f"no reference solver for {pde!r}; available: {list(PDES)}")
+    a = np.asarray(a_samples, dtype=np.float64)
+    if pde == "darcy":
+        return solve_darcy(threshold_darcy(a))
+    if pde == "poisson":
+        return solve_poisson(a)
+    return solve_helmholtz(a, float((pde_params or {}).get("k", 1.0)))
+
+
 def rel_l2(pred: np.ndarray, true: np.ndarray) -> float:
     return float(np.linalg.norm(pred - true) / np.linalg.norm(true))
 
@@ -275,6 +294,17 @@ def to_dataset(pde: str, post: Posterior, masks: dict, truth: dict | None, confi
         data[f"{f}_observed"] = (("y", "x"), mask, {"long_name": f"1 where {f} is observed", "units": "1"})
         if truth and f in truth:
             data[f"{f}_true"] = (("y", "x"), truth[f], {"long_name": f"true {f}", "units": "1"})
+    mode = {("a",): "forward", ("u",): "inverse", ("a", "u"): "both"}[tuple(f for f in FIELDS if f in masks)]
+    metrics = scores(pde, {"a": mean[0], "u": mean[1]}, truth) if truth else {}
+    if mode == "forward":  # u from the solver on each sampled a: consistent with the PDE by construction
+        solved = solve_samples(pde, x[:, 0], config.get("pde_params"))
+        std_s = solved.std(0, ddof=1) if len(x) > 1 else np.zeros_like(solved[0])
+        data["u_solved_mean"] = (("y", "x"), solved.mean(0), {"long_name": "mean over the posterior samples of "
+                                 "the reference solver's u for the sampled a", "units": "1"})
+        data["u_solved_std"] = (("y", "x"), std_s, {"long_name": "standard deviation of the solver's u over the "
+                                "posterior samples of a", "units": "1"})
+        if truth and "u" in truth:
+            metrics["rel_l2_u_solved"] = rel_l2(solved.mean(0), truth["u"])
     if pde == "darcy":
         data["a_thresholded"] = (("y", "x"), threshold_darcy(mean[0]), {"long_name": "posterior mean of a "
                                  f"thresholded to {DARCY_VALUES}", "units": "1"})
@@ -285,8 +315,6 @@ def to_dataset(pde: str, post: Posterior, masks: dict, truth: dict | None, confi
         "sample": ("sample", np.arange(len(x)), {"long_name": "posterior sample", "units": "1"}),
     }
     ds = xr.Dataset(data, coords=coords)
-    mode = {("a",): "forward", ("u",): "inverse", ("a", "u"): "both"}[tuple(f for f in FIELDS if f in masks)]
-    metrics = scores(pde, {"a": mean[0], "u": mean[1]}, truth) if truth else {}
     ds.attrs = {
         "Conventions": "CF-1.8",
         "title": f"DiffusionPDE {mode} solve of {pde} from sparse observations",
