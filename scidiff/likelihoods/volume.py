@@ -241,8 +241,7 @@ def coarsen_sinogram(y_fine: Tensor, n_det: int, shift: Tensor | None = None) ->
     centres = (2 * torch.arange(n_det, dtype=torch.float64) - (n_det - 1) + (n_fine - 1) / 2)[:, None]
     centres = centres + (0 if shift is None else 2 * torch.as_tensor(shift, dtype=torch.float64)[None])
     centres = centres.expand(n_det, n_views)
-    pad = int(math.ceil(float(centres.abs().max()))) + 2 - n_fine if shift is not None else 0
-    pad = max(2, 2 + pad)
+    pad = 2 + (int(math.ceil(2 * float(torch.as_tensor(shift).abs().max()))) if shift is not None else 0)
     f = torch.nn.functional.pad(y, (0, 0, pad, pad))  # zero signal beyond the fine detector
     view = torch.arange(n_views)[None].expand(n_det, n_views)
     out = 0
