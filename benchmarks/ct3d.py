@@ -1,8 +1,8 @@
 """3D CT and MRI from a 2D slice prior: FBP, ADMM-TV, slice-wise 2D diffusion, DiffusionMBIR and DDS on held-out phantoms.
 
 Held-out random-ellipsoid volumes (seeds never used for training) and the 3D Shepp--Logan head, each generated
-on a grid twice as fine (in-plane and along z) and measured there (``op.A_from_finer``: CT registered and binned to the
-reconstruction detector, MRI sampled at the reconstruction grid's frequencies): the inverse crime is avoided.
+on a grid twice as fine (in-plane and along z) and measured there (``op.A_from_finer``: CT registered and binned
+to the reconstruction detector, MRI sampled at the reconstruction grid's frequencies): the inverse crime is avoided.
 Truth = the fine phantom averaged over 2x2x2 voxels. Tasks: parallel-beam sparse view 8/4/2 angles over
 [0, 180), limited angle 0--89 degrees, fan-beam 8 views over 360 degrees, CS-MRI 4x/8x (random lines);
 noise-free measurements.
