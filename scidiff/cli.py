@@ -232,7 +232,12 @@ def _reconstruct(argv: list[str]) -> dict:
     rec, report = reconstruct(config, volume, progress=a.progress)
     out = write_volume(rec, a.out)
     png = Path(a.png) if a.png else out.with_name(out.name.split(".")[0] + ".png")
-    orthogonal_slices_png({"input": volume, report["method"]: rec}, png)
+    panels = {"input": volume, report["method"]: rec}
+    if "std" in report:  # ensembles: the voxel-wise std beside the mean, as <out>_std
+        stem, ext = out.name.split(".")[0], out.name[len(out.name.split(".")[0]):]
+        panels["posterior std"] = report["std"]
+        report["std"] = str(write_volume(report["std"], out.with_name(f"{stem}_std{ext}")))
+    orthogonal_slices_png(panels, png, own_scale=("posterior std",))
     report.update(output=str(out), png=str(png))
     print(report)
     return report

@@ -3,7 +3,7 @@
 The shipped file holds the EMA weights only (no optimiser state), so the run starts both the trained network and
 its EMA copy from them, warms AdamW's moments up over a few steps, and then decays the learning rate along a
 half cosine to ``lr_min`` (Loshchilov & Hutter, "SGDR", ICLR 2017): a constant rate had left the loss still
-falling but noisy.
+falling but noisy. The schedule is :class:`DiffusionPrior`'s own (``lr_decay_steps``, ``lr_final_fraction``).
 
 The data come from ``--config`` (a training YAML). With ``fit_slices.yaml`` (the default) the data, seed and
 architecture are those of ``ct_slices32``, so the asset keeps its name. With a YAML of another slice size (e.g.
@@ -33,23 +33,21 @@ import torch
 import yaml
 
 from scidiff.data.datamodule import FieldDataModule
-from scidiff.priors import DiffusionPrior, warmup_cosine
+from scidiff.priors import DiffusionPrior
 
 HERE = Path(__file__).resolve().parent
 
 
-class CosineDecayPrior(DiffusionPrior):
-    """A DiffusionPrior whose learning rate warms up linearly, then follows a half cosine to ``lr_min``.
-
-    The schedule is a class attribute, not a constructor argument, so the exported configuration stays that of a
-    plain :class:`DiffusionPrior` (loadable by ``DiffusionPrior.load``).
-    """
-
-    total_steps: int = 650
-    lr_min: float = 1e-5
-
-    def lr_factor(self, step: int) -> float:
-        return warmup_cosine(step, self.hparams.lr_warmup_steps, self.total_steps, self.lr_min / self.hparams.lr)
+def continued_prior(start: DiffusionPrior, shape: list[int], *, lr: float, lr_min: float, warmup: int, steps: int,
+                    ema_decay: float) -> DiffusionPrior:
+    """A prior with ``start``'s network and weights (network and EMA copy) on slices of ``shape``, whose learning
+    rate warms up over ``warmup`` steps to ``lr`` and then decays on a half cosine to ``lr_min`` at ``steps``."""
+    hp = {**dict(start.hparams), "shape": shape, "ema_decay": ema_decay, "lr": lr, "lr_warmup_steps": warmup,
+          "lr_decay_steps": steps, "lr_final_fraction": lr_min / lr}
+    model = DiffusionPrior(**hp)
+    model.precond.load_state_dict(start.precond.state_dict())
+    model.ema.load_state_dict(start.precond.state_dict())
+    return model
 
 
 def validation_loss(prior: DiffusionPrior, dm: FieldDataModule, shape: list[int] | None = None) -> float:
@@ -86,12 +84,8 @@ def main(argv=None) -> dict:
     res = int(cfg["data"]["generate"]["res"])
     shape = [int(start.shape[0]), res, res]
     transfer = list(start.shape) != shape  # another slice size: the data's normaliser replaces the start's
-    hp = {**dict(start.hparams), "shape": shape, "ema_decay": cfg["model"].get("ema_decay", 0.999), "lr": a.lr,
-          "lr_warmup_steps": a.warmup}
-    CosineDecayPrior.total_steps, CosineDecayPrior.lr_min = a.steps, a.lr_min
-    model = CosineDecayPrior(**hp)
-    model.precond.load_state_dict(start.precond.state_dict())
-    model.ema.load_state_dict(start.precond.state_dict())
+    model = continued_prior(start, shape, lr=a.lr, lr_min=a.lr_min, warmup=a.warmup, steps=a.steps,
+                            ema_decay=cfg["model"].get("ema_decay", 0.999))
 
     dm.setup("fit")
     val_start = validation_loss(start, dm, shape)

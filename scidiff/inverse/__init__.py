@@ -4,6 +4,7 @@ from .afdps import afdps
 from .classical import admm_tv, fbp
 from .dds import dds
 from .dps import dps
+from .ensemble import posterior_ensemble
 from .latent_dps import latent_dps
 from .mbir import diffusion_mbir
 from .mcgdiff import mcgdiff
@@ -14,7 +15,7 @@ from .tds import tds, twisting_likelihood
 
 __all__ = [
     "Posterior", "admm_tv", "afdps", "dds", "diffusion_mbir", "dps", "fbp", "from_deepinv", "latent_dps", "mcgdiff",
-    "red_diff", "resample", "resample_pixel", "stochastic_resample", "tds", "to_deepinv", "twisting_likelihood",
+    "posterior_ensemble", "red_diff", "resample", "resample_pixel", "stochastic_resample", "tds", "to_deepinv", "twisting_likelihood",
 ]
 
 

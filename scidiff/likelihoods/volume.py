@@ -177,11 +177,32 @@ class SliceTomography(_VolumePhysics):
         return SliceTomography(self.angles_deg.tolist(), factor * self.img_width, max_slices=self.max_slices,
                                circle=self.circle, fan=fan)
 
-    def A_from_finer(self, x_fine: Tensor) -> Tensor:  # noqa: N802
+    def A_from_finer(self, x_fine: Tensor, *, align: bool = True) -> Tensor:  # noqa: N802
         """Measurements of an object given on a grid twice as fine in-plane and along z, ``(B, 1, 2D, 2H, 2W)``,
-        binned to this detector (:func:`coarsen_sinogram`): simulated data without the inverse crime."""
+        binned to this detector (:func:`coarsen_sinogram`): simulated data without the inverse crime.
+
+        ``align`` (default) bins each view at the detector positions where this operator sees the object
+        (:meth:`view_shifts`); ``align=False`` is the earlier binning, off by up to 0.8 bins at 64 x 64."""
         _check_volume(x_fine, (2 * self.img_width, 2 * self.img_width), "x_fine")
-        return coarsen_sinogram(self.finer(2).A(x_fine), self.n_det)
+        shift = self.view_shifts() if align else None
+        return coarsen_sinogram(self.finer(2).A(x_fine), self.n_det, shift)
+
+    def view_shifts(self) -> Tensor:
+        """Per-view detector shift ``(A,)``, in bins of this detector, that registers the 2x finer operator's
+        sinogram to this one's.
+
+        deepinv's parallel-beam Radon pads a ``W``-pixel slice to ``ceil(sqrt(2) W)`` pixels, ``pad // 2`` of them
+        before (from its integer centres): when the padding is odd the slice sits half a pixel off the rotation
+        centre in both axes. ``W = 64`` pads by 27 (off by -0.5 pixel), ``W = 128`` by 54 (centred), so the two grids
+        see the same object displaced by ``d = -0.5`` coarse pixels along x and y; a displacement ``(d, d)`` moves a
+        parallel projection at angle ``theta`` by ``d (sin theta - cos theta)`` bins (sign measured: with it, the
+        binned 128^2 and the direct 64^2 sinograms of the same volume agree to 0.5 %, against 5 % without).
+        Fan beam (no padding) and ``circle=True`` need no shift."""
+        if self.fan is not None or self.circle:
+            return torch.zeros(len(self.angles_deg), dtype=torch.float64)
+        d = _pad_offset(self.img_width) - _pad_offset(2 * self.img_width) / 2
+        theta = torch.deg2rad(self.angles_deg.double())
+        return d * (torch.sin(theta) - torch.cos(theta))
 
     def A(self, x: Tensor, **kwargs) -> Tensor:  # noqa: N802
         _check_volume(x, self.slice_shape)
@@ -197,25 +218,38 @@ class SliceTomography(_VolumePhysics):
         return _slicewise(self.radon.fbp, y, self.max_slices)
 
 
-def coarsen_sinogram(y_fine: Tensor, n_det: int) -> Tensor:
+def _pad_offset(width: int) -> float:
+    """Where deepinv's parallel-beam Radon puts a ``width``-pixel slice relative to its rotation centre, in pixels
+    (per axis): it pads by ``ceil(sqrt(2) width - width)``, ``(width + pad) // 2 - width // 2`` of them before."""
+    pad = math.ceil(math.sqrt(2) * width - width)
+    return (width + pad) // 2 - width // 2 - pad / 2
+
+
+def coarsen_sinogram(y_fine: Tensor, n_det: int, shift: Tensor | None = None) -> Tensor:
     """Measurements of a 2x finer grid, ``(B, C, 2D, n_det_fine, A)``, as seen by a detector of ``n_det`` bins
     twice as wide, on slices twice as thick: the way to simulate data without the inverse crime.
 
     Each coarse bin integrates the (linearly interpolated) fine sinogram over its width; slices are averaged
     in pairs; values are halved because a fine pixel is half as long (line integrals in pixel units).
+    ``shift`` ``(A,)`` moves each view's bins by that many coarse bins (registration of the two grids,
+    :meth:`SliceTomography.view_shifts`).
     """
     if y_fine.ndim != 5 or y_fine.shape[2] % 2:
         raise ValueError(f"y_fine must be (B, C, 2D, n_det, A) with an even number of slices; got {tuple(y_fine.shape)}")
-    n_fine = y_fine.shape[3]
+    n_fine, n_views = y_fine.shape[3], y_fine.shape[4]
     y = 0.5 * (y_fine[:, :, 0::2] + y_fine[:, :, 1::2])
-    centres = 2 * torch.arange(n_det, dtype=torch.float64) - (n_det - 1) + (n_fine - 1) / 2
-    f = torch.nn.functional.pad(y, (0, 0, 2, 2))  # zero signal beyond the fine detector
+    centres = (2 * torch.arange(n_det, dtype=torch.float64) - (n_det - 1) + (n_fine - 1) / 2)[:, None]
+    centres = centres + (0 if shift is None else 2 * torch.as_tensor(shift, dtype=torch.float64)[None])
+    centres = centres.expand(n_det, n_views)
+    pad = 2 + (int(math.ceil(2 * float(torch.as_tensor(shift).abs().max()))) if shift is not None else 0)
+    f = torch.nn.functional.pad(y, (0, 0, pad, pad))  # zero signal beyond the fine detector
+    view = torch.arange(n_views)[None].expand(n_det, n_views)
     out = 0
     for s in (centres - 0.5, centres + 0.5):
         lo = torch.floor(s)
-        w = (s - lo).to(y.dtype)[:, None]
-        i = lo.long() + 2
-        out = out + 0.5 * ((1 - w) * f[:, :, :, i] + w * f[:, :, :, i + 1])
+        w = (s - lo).to(y.dtype)
+        i = lo.long() + pad
+        out = out + 0.5 * ((1 - w) * f[:, :, :, i, view] + w * f[:, :, :, i + 1, view])
     return out / 2
 
 

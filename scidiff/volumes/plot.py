@@ -17,8 +17,10 @@ def _numpy(v) -> np.ndarray:
     return np.asarray(v, dtype=np.float32).squeeze()
 
 
-def orthogonal_slices_png(volumes: dict, path: str | Path, *, vmin: float | None = None, vmax: float | None = None) -> Path:
-    """One row per volume (``{"title": (D, H, W) array or DataArray}``), columns axial / coronal / sagittal."""
+def orthogonal_slices_png(volumes: dict, path: str | Path, *, vmin: float | None = None, vmax: float | None = None,
+                          own_scale: tuple[str, ...] = ()) -> Path:
+    """One row per volume (``{"title": (D, H, W) array or DataArray}``), columns axial / coronal / sagittal; all rows
+    share the first volume's grey scale except those titled in ``own_scale`` (e.g. an uncertainty map)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,8 +37,9 @@ def orthogonal_slices_png(volumes: dict, path: str | Path, *, vmin: float | None
     for row, (title, a) in zip(axes, arrays.items()):
         d, h, w = a.shape
         views = {"axial": a[d // 2], "coronal": a[:, h // 2], "sagittal": a[:, :, w // 2]}
+        scale = (float(a.min()), float(a.max())) if title in own_scale else (lo, hi)
         for ax, (name, img) in zip(row, views.items()):
-            ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, origin="upper", aspect="auto")
+            ax.imshow(img, cmap="gray", vmin=scale[0], vmax=scale[1], origin="upper", aspect="auto")
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(f"{title} - {name}", fontsize=8)
     fig.tight_layout()

@@ -38,6 +38,29 @@ def test_reconstruct_with_a_slice_prior(tmp_path, phantom):
     assert report["method"] == "dds"
 
 
+def test_reconstruct_ensemble_mean_and_std(tmp_path, phantom):
+    # n_samples > 1: the mean of seeds 3, 4, 5 (whatever the batch size) and their std (Posterior.std: 1/N), written
+    # beside the output
+    from scidiff.priors import DiffusionPrior
+
+    prior = DiffusionPrior([1, 16, 16], network_kwargs={"base_channels": 8, "channel_mults": [1, 2]}, sigma_max=10.0)
+    prior.export(tmp_path / "p.safetensors")
+    cfg = {"operator": {"kind": "sparse_view", "n_views": 4}, "method": "dds", "method_args": {"n_steps": 3},
+           "prior": str(tmp_path / "p.safetensors"), "seed": 3}
+    singles = [reconstruct({**cfg, "seed": s}, phantom)[0].values for s in (3, 4, 5)]
+    rec, report = reconstruct({**cfg, "n_samples": 3, "batch_size": 2}, phantom)
+    np.testing.assert_allclose(rec.values, np.mean(singles, 0), atol=1e-4)
+    np.testing.assert_allclose(report["std"].values, np.std(singles, 0), atol=1e-4)
+    assert report["n_samples"] == 3 and report["std"].dims == ("z", "y", "x")
+    write_nifti(phantom, tmp_path / "in.nii.gz")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**cfg, "n_samples": 2}))
+    out = run(["reconstruct", "-c", str(tmp_path / "c.yaml"), "--input", str(tmp_path / "in.nii.gz"), "-o", str(tmp_path / "r.nii.gz")])
+    std = read_volume(out["std"])
+    assert out["std"].endswith("r_std.nii.gz") and std.shape == phantom.shape and float(std.min()) >= 0
+    with pytest.raises(ValueError, match="deterministic"):
+        reconstruct({**cfg, "method": "admm_tv", "method_args": {}, "n_samples": 2}, phantom)
+
+
 def test_errors(phantom):
     with pytest.raises(ValueError, match="operator kind"):
         reconstruct({"operator": {"kind": "helical"}, "method": "fbp"}, phantom)

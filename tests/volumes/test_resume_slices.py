@@ -24,10 +24,14 @@ def _tiny(cls, **kw):
                                                                 "attn_levels": []}, **kw)
 
 
-def test_schedule_warms_up_then_decays_along_a_cosine_to_lr_min(resume, monkeypatch):
-    monkeypatch.setattr(resume.CosineDecayPrior, "total_steps", 110)
-    monkeypatch.setattr(resume.CosineDecayPrior, "lr_min", 1e-5)
-    model = _tiny(resume.CosineDecayPrior, lr=1e-3, lr_warmup_steps=10)
+def test_schedule_warms_up_then_decays_along_a_cosine_to_lr_min(resume):
+    start = _tiny(DiffusionPrior)
+    torch.nn.init.normal_(next(start.precond.parameters()))
+    model = resume.continued_prior(start, [1, 8, 8], lr=1e-3, lr_min=1e-5, warmup=10, steps=110, ema_decay=0.9)
+    assert type(model) is DiffusionPrior  # the library's schedule, no subclass
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(model.ema(x, torch.ones(2)), start.precond(x, torch.ones(2)))  # both copies start there
+    torch.testing.assert_close(model.precond(x, torch.ones(2)), start.precond(x, torch.ones(2)))
     conf = model.configure_optimizers()
     opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
     lrs = []
@@ -41,12 +45,13 @@ def test_schedule_warms_up_then_decays_along_a_cosine_to_lr_min(resume, monkeypa
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
 
 
-def test_export_loads_as_a_plain_diffusion_prior(resume, tmp_path):
-    model = _tiny(resume.CosineDecayPrior, ema_decay=0.999)
+def test_export_keeps_the_sampling_weights_and_the_schedule(resume, tmp_path):
+    model = resume.continued_prior(_tiny(DiffusionPrior), [1, 8, 8], lr=1e-3, lr_min=1e-5, warmup=10, steps=110,
+                                   ema_decay=0.999)
     torch.nn.init.normal_(next(model.ema.parameters()))
     path = model.export(tmp_path / "p.safetensors")
     loaded = DiffusionPrior.load(path)
-    assert type(loaded) is DiffusionPrior
+    assert loaded.hparams.lr_decay_steps == 110 and loaded.hparams.lr_final_fraction == pytest.approx(1e-2)
     x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(loaded(x, 1.0), model.ema(x, torch.ones(2)))
 
