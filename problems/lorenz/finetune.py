@@ -83,12 +83,13 @@ def max_x(fields):
 
 def data_module(a, prior: CosinePrior) -> FieldDataModule:
     """Plain windows, or (``--tail``) a pool of windows drawn with tail oversampling, in weighted batches."""
-    common = dict(variables=["x", "y", "z"], val_fraction=0.05, batch_size=a.batch_size)
+    # the data in the units the weights were trained in (the prior's normaliser), whatever the new windows' moments
+    common = dict(variables=["x", "y", "z"], val_fraction=0.05, batch_size=a.batch_size,
+                  normalizer=(prior.norm_mean.tolist(), prior.norm_std.tolist()))
     generate = {"name": "lorenz63", "n": a.n, "res": prior.shape[-1], "seed": a.data_seed}
     if not a.tail:
         return FieldDataModule(generate=generate, **common)
-    return OversampledDataModule(max_x, quantiles=a.quantiles, shares=a.shares,
-                                 normalizer=(prior.norm_mean, prior.norm_std), generate=generate, **common)
+    return OversampledDataModule(max_x, quantiles=a.quantiles, shares=a.shares, generate=generate, **common)
 
 
 def main(argv: list[str] | None = None) -> None:
