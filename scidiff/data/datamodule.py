@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,8 @@ class FieldDataModule(pl.LightningDataModule):
         normalize: standardise each channel with the training split's mean and std; the statistics are
             copied into the prior at fit start, so samples come back in physical units.
         units: ``{variable: units}`` the file must declare (its ``units`` attributes), e.g. ``{"u": "m s-1"}``.
+        normalizer: ``(mean, std)`` per channel to use instead of the training split's: a prior continued from
+            saved weights must see the data in the units it was trained in, even when the data's law has moved.
         lazy: read ``path`` one sample at a time (:class:`~scidiff.data.lazy.LazyFieldDataset`) instead of loading
             it: for archives larger than memory. The statistics are then computed in chunks of ``chunk_size``.
 
@@ -104,6 +107,7 @@ class FieldDataModule(pl.LightningDataModule):
         units: dict[str, str] | None = None,
         lazy: bool = False,
         chunk_size: int = 256,
+        normalizer: tuple[Sequence[float], Sequence[float]] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()  # plain types: recorded in checkpoints as the data provenance
@@ -121,6 +125,8 @@ class FieldDataModule(pl.LightningDataModule):
         self.lazy, self.chunk_size = lazy, chunk_size
         self._data: torch.Tensor | None = None
         self.norm_mean = self.norm_std = None
+        self.normalizer = None if normalizer is None else tuple(
+            torch.as_tensor(v, dtype=torch.float32).reshape(-1) for v in normalizer)
 
     def _load(self):
         from .synthetic import generate
@@ -186,7 +192,10 @@ class FieldDataModule(pl.LightningDataModule):
         self.val_set = TensorDataset((val - self.norm_mean.reshape(shape)) / self.norm_std.reshape(shape))
 
     def _normalizer(self, train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel ``(mean, std)`` of the training split (``(0, 1)`` with ``normalize=False``)."""
+        """Per-channel ``(mean, std)`` of the training split (``(0, 1)`` with ``normalize=False``; ``normalizer`` if
+        given)."""
+        if self.normalizer is not None:
+            return self.normalizer
         if not self.normalize:
             return torch.zeros(train.shape[1]), torch.ones(train.shape[1])
         reduce = [0, *range(2, train.ndim)]

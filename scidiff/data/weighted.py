@@ -93,15 +93,14 @@ class OversampledDataModule(FieldDataModule):
     Args:
         statistic: maps the training fields ``(N, C, ...)`` in physical units to ``(N,)``.
         quantiles, shares: strata and their proposal shares (see :func:`stratified_proposal`).
-        normalizer: ``(mean, std)`` per channel to use instead of the data's (a prior continued from saved weights
-            must see data in the units it was trained in).
-        **kwargs: :class:`FieldDataModule` arguments.
+        **kwargs: :class:`FieldDataModule` arguments (``normalizer`` keeps the units of a prior continued from
+            saved weights).
     """
 
     def __init__(self, statistic: Callable[[Tensor], Tensor], quantiles: Sequence[float] = (0.9, 0.99, 0.999),
-                 shares: Sequence[float] = (0.6, 0.2, 0.13, 0.07), normalizer: tuple | None = None, **kwargs):
+                 shares: Sequence[float] = (0.6, 0.2, 0.13, 0.07), **kwargs):
         super().__init__(**kwargs)
-        self.statistic, self.quantiles, self.shares, self.normalizer = statistic, quantiles, shares, normalizer
+        self.statistic, self.quantiles, self.shares = statistic, quantiles, shares
 
     def setup(self, stage: str | None = None) -> None:
         if self.lazy:
@@ -110,12 +109,6 @@ class OversampledDataModule(FieldDataModule):
         train_idx, _ = self._split(self.data.shape[0])
         self.proposal, self.weights = stratified_proposal(self.statistic(self.data[train_idx]), self.quantiles, self.shares)
         self.train_set = TensorDataset(self.train_set.tensors[0], self.weights.float())
-
-    def _normalizer(self, train: Tensor) -> tuple[Tensor, Tensor]:
-        if self.normalizer is None:
-            return super()._normalizer(train)
-        mean, std = (torch.as_tensor(v).float().reshape(-1) for v in self.normalizer)
-        return mean, std
 
     def train_dataloader(self):
         sampler = ImportanceSampler(self.proposal, len(self.train_set), seed=self.seed)

@@ -53,7 +53,36 @@ def compare_to_simulator(prior, system: str | System, *, n: int = 256, steps: in
     return rows
 
 
-def heldout_loss(prior, system: str | System, *, n: int = 3200, seed: int = 10**6, **system_kwargs) -> float:
+def ks_critical(n: int, m: int, alpha_c: float = 1.358) -> float:
+    """Two-sample Kolmogorov--Smirnov critical value at the 5 % level (asymptotic; Smirnov 1948)."""
+    return alpha_c * (((n + m) / (n * m)) ** 0.5) if n > 0 and m > 0 else float("nan")
+
+
+def burn_in_check(system: str | System, *, burn_in: int | None = None, n: int = 1000, window: int = 64,
+                  lag: int = 16, seed: int = 0, **system_kwargs) -> list[tuple[str, float, float]]:
+    """Are windows that start after ``burn_in`` RK4 steps on the attractor? ``(quantity, KS, 5 % critical)`` rows.
+
+    On the attractor the law of a window no longer changes as the trajectory runs on (the invariant measure is
+    stationary). So ``n`` trajectories (seeds ``seed + i``, as :func:`~scidiff.dynamics.make_trajectory_dataset`)
+    are run for ``lag + 1`` windows after the burn-in, and the first window is compared with window ``lag`` of the
+    same trajectories, ``lag`` windows later: the KS distance of every variable at the window's first saved state
+    and of ``max_t`` of variable 0 (the event statistic). Both samples hold ``n`` independent trajectories, and
+    ``lag`` windows are many decorrelation times, so the two-sample critical value applies. The burn-in is long
+    enough when every distance is below it.
+    """
+    system = get_system(system, **system_kwargs) if isinstance(system, str) else system
+    runs = simulate(system, n, window * (lag + 1), burn_in=burn_in, generator=seeded_generators(range(seed, seed + n)))
+    first, later = runs[:, :window], runs[:, lag * window:]
+    crit = ks_critical(n, n)
+    rows = [(f"{v} at the first saved state", float(stats.ks_2samp(first[:, 0, i], later[:, 0, i]).statistic), crit)
+            for i, v in enumerate(system.variables)]
+    ks = stats.ks_2samp(first[..., 0].amax(1), later[..., 0].amax(1)).statistic
+    rows.append((f"max_t {system.variables[0]} over a window", float(ks), crit))
+    return rows
+
+
+def heldout_loss(prior, system: str | System, *, n: int = 3200, seed: int = 10**6, burn_in: int | None = None,
+                 **system_kwargs) -> float:
     """EDM loss (as in training) of the prior's sampling weights on ``n`` fresh simulator windows, fixed noise.
 
     Fresh windows (seeds ``seed..seed + n - 1``, far from the training seeds) are an independent test set; the
@@ -63,7 +92,8 @@ def heldout_loss(prior, system: str | System, *, n: int = 3200, seed: int = 10**
     from ..diffusion import edm_loss
 
     system = get_system(system, **system_kwargs) if isinstance(system, str) else system
-    x = simulate(system, n, prior.shape[-1], generator=seeded_generators(range(seed, seed + n))).transpose(1, 2)
+    x = simulate(system, n, prior.shape[-1], burn_in=burn_in,
+                 generator=seeded_generators(range(seed, seed + n))).transpose(1, 2)
     x = prior.normalize(x.float())
     hp = prior.hparams
     with torch.no_grad():
@@ -106,4 +136,4 @@ def main(argv=None, *, system: str, pretrained: str | None = None, variables: in
     print_rows(rows, f"{a.n} prior samples (Heun, {a.steps} steps) against {a.n_truth} simulator windows")
     if a.loss_windows:
         print(f"\nEDM loss of the sampling (EMA) weights on {a.loss_windows} fresh simulator windows: "
-              f"{heldout_loss(prior, system, n=a.loss_windows):.4f}")
+              f"{heldout_loss(prior, system, n=a.loss_windows, burn_in=a.burn_in):.4f}")

@@ -90,7 +90,7 @@ def _lorenz96(num_variables: int = 40, forcing: float = 8.0) -> System:
 
 SYSTEMS: dict[str, Callable[..., System]] = {
     "lorenz63": lambda: System(
-        name="lorenz63", variables=("x", "y", "z"), rhs=lorenz63_rhs, dt=0.01, save_every=5, burn_in=1000,
+        name="lorenz63", variables=("x", "y", "z"), rhs=lorenz63_rhs, dt=0.01, save_every=5, burn_in=3000,
         init_scale=1.0, params={"sigma": 10.0, "rho": 28.0, "beta": 8.0 / 3.0},
     ),
     "fitzhugh_nagumo": lambda: System(

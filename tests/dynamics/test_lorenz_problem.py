@@ -89,3 +89,26 @@ def test_finetune_tail_mode_oversamples_max_x_in_the_shipped_units():
     torch.testing.assert_close(finetune.max_x(raw), raw[:, 0].amax(-1))
     torch.testing.assert_close(dm.train_set.tensors[0][:, 2], (raw[:, 2] - 25.0) / 5.0)
     assert dm.weights.min() < 1 < dm.weights.max()  # tail windows down-weighted, bulk windows up-weighted
+
+
+def test_finetune_plain_mode_keeps_the_prior_units_when_the_data_law_moves():
+    """A continuation sees the new windows in the units its weights were trained in: the data module takes the
+    prior's normaliser, not the new windows' moments (which differ once the burn-in changed the law)."""
+    import argparse
+    import importlib.util
+
+    from scidiff.data.datamodule import FieldDataModule
+
+    spec = importlib.util.spec_from_file_location("lorenz_finetune", ROOT / "problems/lorenz/finetune.py")
+    finetune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(finetune)
+    prior = finetune.CosinePrior(shape=[3, 8], network="mlp", network_kwargs={"hidden": 8, "depth": 2})
+    prior.set_normalizer(torch.tensor([1.0, -1.0, 26.0]), torch.tensor([8.0, 8.0, 4.6]))
+    a = argparse.Namespace(tail=False, n=40, data_seed=0, batch_size=8)
+    dm = finetune.data_module(a, prior)
+    assert type(dm) is FieldDataModule
+    dm.setup()
+    raw = dm.data[dm._split(40)[0]]
+    torch.testing.assert_close(dm.train_set.tensors[0][:, 2], (raw[:, 2] - 26.0) / 4.6)
+    assert abs(float(raw[:, 2].mean()) - 26.0) > 0.1  # the data's own moments differ: the units are not theirs
+    torch.testing.assert_close(dm.norm_std, prior.norm_std)

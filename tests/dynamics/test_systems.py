@@ -18,6 +18,7 @@ from scidiff.dynamics import (
     simulate,
     trajectories,
 )
+from scidiff.dynamics.evaluation import burn_in_check
 
 
 def _reference(rhs, x0, t_end):
@@ -59,6 +60,17 @@ def test_simulate_is_batch_independent_and_on_the_attractor():
     torch.testing.assert_close(a[:2], b)
     z = a[..., 2]
     assert z.min() > 0 and z.max() < 50  # z stays in the attractor's range after the burn-in
+
+
+def test_lorenz63_windows_start_on_the_attractor():
+    """The default burn-in passes the stationarity check (the first window's law equals the law 8 windows, 25.6
+    time units, later); the former 1 000 steps fail it by far (z and max_t x still relaxing)."""
+    rows = burn_in_check("lorenz63", n=2000, lag=8)
+    assert get_system("lorenz63").burn_in == 3000
+    assert all(ks < crit for _, ks, crit in rows), rows
+    short = dict((q, (ks, crit)) for q, ks, crit in burn_in_check("lorenz63", burn_in=1000, n=300, lag=8))
+    ks, crit = short["max_t x over a window"]
+    assert ks > 3 * crit, short
 
 
 def test_dataset_dims_coords_and_netcdf_round_trip(tmp_path):
