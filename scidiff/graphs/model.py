@@ -137,10 +137,15 @@ class BlockDiffusion(nn.Module):
 
     def noise(self, x0: Tensor, adj0: Tensor, tgt: Tensor, tgt_e: Tensor, t: Tensor, generator: Generator = None):
         """Draw z_t ~ q(z_t | x0) on the new block (nodes ``tgt``, edges ``tgt_e``); everything else stays clean."""
-        abar = self.abar[t]
-        xt = sample_categorical(forward_probs(F.one_hot(x0, self.kx).float(), abar, self.m_x), generator)
-        et = symmetric_edge_sample(forward_probs(F.one_hot(adj0, self.ke).float(), abar, self.m_e), generator)
-        return torch.where(tgt, xt, x0), torch.where(tgt_e, et, adj0)
+        return self._transition(x0, adj0, tgt, tgt_e, self.abar[t], generator)
+
+    def _transition(self, x: Tensor, adj: Tensor, tgt: Tensor, tgt_e: Tensor, alpha: Tensor,
+                    generator: Generator) -> tuple[Tensor, Tensor]:
+        """One draw of the marginal transition alpha one_hot + (1 - alpha) m on the block ``tgt`` / ``tgt_e``; the
+        rest of ``x``, ``adj`` is kept."""
+        xt = sample_categorical(forward_probs(F.one_hot(x, self.kx).float(), alpha, self.m_x), generator)
+        et = symmetric_edge_sample(forward_probs(F.one_hot(adj, self.ke).float(), alpha, self.m_e), generator)
+        return torch.where(tgt, xt, x), torch.where(tgt_e, et, adj)
 
     # ----- training --------------------------------------------------------------------------------------------
     def loss(self, records: Sequence[Record], generator: torch.Generator | None = None,
@@ -239,8 +244,7 @@ class BlockDiffusion(nn.Module):
                  generator: Generator) -> tuple[Tensor, Tensor]:
         """z_t ~ q(z_t | z_s) = alpha z_s + (1 - alpha) m with alpha = abar_t / abar_s (the forward steps s -> t)."""
         alpha = (self.abar[t] / self.abar[s]).expand(xs.shape[0])
-        xt = sample_categorical(forward_probs(F.one_hot(xs, self.kx).float(), alpha, self.m_x), generator)
-        et = symmetric_edge_sample(forward_probs(F.one_hot(es, self.ke).float(), alpha, self.m_e), generator)
+        xt, et = self._transition(xs, es, tgt, tgt_e, alpha, generator)
         return torch.where(tgt, xt, x), torch.where(tgt_e, et, adj)
 
     @torch.no_grad()
