@@ -90,7 +90,8 @@ def run_method(method: str, op, y, *, prior=None, method_args: dict | None = Non
             raise ValueError(f"the prior's slices are {tuple(prior.shape[1:])} but the volume's are {tuple(op.slice_shape)}")
         fn = getattr(inverse, method)
         if int(n_samples) > 1:
-            post = posterior_ensemble(fn, prior, op, y, n_samples=n_samples, seed=seed, batch_size=batch_size, **args)
+            post = posterior_ensemble(fn, prior, op, y, n_samples=n_samples, seed=seed, batch_size=batch_size,
+                                      progress=progress, **args)
             x, std = post.mean()[None], post.std()[None]
         else:
             x = fn(prior, op, y, generator=torch.Generator().manual_seed(seed), progress=progress, **args).samples
