@@ -52,6 +52,7 @@ from scidiff.pde.diffusionpde import (
     joint_residual,
     random_mask,
     sample_diffusionpde,
+    solved_observation,
 )
 from scidiff.pde.elliptic import _laplacian
 from scidiff.pde.problem import (
@@ -123,15 +124,20 @@ TUNE_PDE = {"l2": [0.1, 1.0, 3.0], "h-1": [1e2, 1e3], "h-2": [1e3, 1e4], "precon
             "coefficient": [0.1, 0.3, 1.0], "preconditioned+coefficient": [0.3, 1.0]}
 
 
-def guided_run(prior, aff, pde, observations, zeta_obs, zeta_pde, guidance, steps, samples, form="l2"):
+def guided_run(prior, aff, pde, observations, zeta_obs, zeta_pde, guidance, steps, samples, form="l2",
+               zeta_solved=0.0):
     """One batched sampler run over all test cases (``samples`` draws each); returns the physical samples
-    ``(cases, samples, C, ...)``."""
+    ``(cases, samples, C, ...)``. ``zeta_solved`` > 0 adds the observed u scored on the solver's u for the
+    sampled a (Darcy inverse; ``scidiff.pde.diffusionpde.solved_observation``)."""
     sigmas = prior_sigmas(prior, steps)
     obs = SparseObservation.stack(observations, repeats=samples)
+    pairs = [(obs, zeta_obs)] if zeta_obs else []
+    if zeta_solved:
+        pairs.append((solved_observation(obs, aff, DARCY_VALUES), zeta_solved))
     residual = pde_term(pde, {"pde_form": form, **{k: guidance[k] for k in ("pde_damping", "pde_smoothing")
                                                    if k in guidance}}, aff)
     lik = diffusionpde_likelihood(
-        [(obs, zeta_obs)], residual, zeta_pde, sigmas,
+        pairs, residual, zeta_pde, sigmas,
         switch=float(guidance.get("switch", 0.8)), late_obs_factor=float(guidance.get("late_obs_factor", 0.1)),
     )
     n = len(observations) * samples
@@ -174,13 +180,19 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
         masks = [observation_mask({**spec, "seed": int(spec.get("seed", 0)) + j}, res, field)[0] for j in range(args.n_test)]
         ch = "au".index(field)
         obs = [SparseObservation(torch.as_tensor([a, u][ch][j]), masks[j], ch, aff.to_physical) for j in range(args.n_test)]
-        run = lambda label, zo, zp, form="l2": run_variant(  # noqa: E731
-            pde, prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples, table, args.n_test, form)
+        run = lambda label, zo, zp, form="l2", zs=0.0: run_variant(  # noqa: E731
+            pde, prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples, table, args.n_test, form, zs)
         if weights is None:
             for j in range(args.n_test):
                 trained_baselines(pde, task, a[j], u[j], masks[j].numpy(), table)
             zo, zps = float(cfg["guidance"][field]), pde_weights(cfg["guidance"])
+            zs = float(cfg["guidance"].get("u_solved", 0.0) or 0.0) if task == "inverse" else 0.0
+            if args.solved_only and zs:
+                run(f"DiffusionPDE, u through the solver (zeta_u {zo:g}, u_solved {zs:g})", zo, 0.0, "l2", zs)
+                continue
             run("DiffusionPDE, obs only", zo, 0.0)
+            if zs:
+                run(f"DiffusionPDE, u through the solver (zeta_u {zo:g}, u_solved {zs:g})", zo, 0.0, "l2", zs)
             for form in args.pde_forms:
                 if form not in zps:
                     raise SystemExit(f"no weight for the PDE form {form} in the {task} guidance: {cfg['guidance']}")
@@ -246,10 +258,11 @@ def coefficient_from_u(u: np.ndarray, steps: int = 5, damping: float = 1.0) -> n
     return x[0, 0].numpy()
 
 
-def run_variant(pde, prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples, table, n_test, form="l2") -> float:
+def run_variant(pde, prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples, table, n_test, form="l2",
+                zs=0.0) -> float:
     """Score one weight setting on all cases; returns the mean primary error (inf if the sampler diverged)."""
     try:
-        x, seconds = guided_run(prior, aff, pde, obs, zo, zp, cfg["guidance"], steps, samples, form)
+        x, seconds = guided_run(prior, aff, pde, obs, zo, zp, cfg["guidance"], steps, samples, form, zs)
     except ValueError as e:  # check_finite: the weights blew the state up
         print(f"[{task} {label}: {e}]")
         return float("inf")
@@ -455,6 +468,8 @@ def main(argv=None) -> None:
                    help="relative Tikhonov damping of the coefficient step (default: the problem file's, else 0.01)")
     p.add_argument("--pde-smoothing", type=float, default=None,
                    help="H^1 share of the coefficient step's damping (default: the problem file's, else 0)")
+    p.add_argument("--solved-only", action="store_true",
+                   help="inverse: only the row with u through the solver (when the weights give u_solved)")
     p.add_argument("--tasks", nargs="+", default=["forward", "inverse"], choices=["forward", "inverse"])
     p.add_argument("--res", type=int, default=32, help="stand-in grid (Navier-Stokes: 16)")
     p.add_argument("--stand-in-steps", type=int, default=60)

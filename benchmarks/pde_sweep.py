@@ -5,7 +5,7 @@ validation cases (seed 1 by default, neither training nor test data) is scored i
 samples: the error rate of the thresholded posterior mean of a and of single samples, the sampled u, the solver
 on the mean a, the mean of the solver over the sampled a (:func:`scidiff.pde.problem.solve_samples`), the misfit
 at the observed points, and for the inverse the error rate of the mean of the first k samples and of the sample
-whose solved u fits the observations best. The interpolation baseline runs on the same cases.
+whose solved u fits the observations best, the misfit and error of the solver's u for the sampled a. The interpolation baseline runs on the same cases.
 
 Usage: python benchmarks/pde_sweep.py --trained darcy64 forward:30:0:l2:64:2 inverse:30000:0:l2:64:4 ...
 """
@@ -43,8 +43,12 @@ def score(task: str, x: np.ndarray, a: np.ndarray, u: np.ndarray, masks: list) -
             add("solver on the mean a", rel_l2(solve_samples("darcy", xa.mean(0)[None])[0], u[j]))
             add("mean of the solver", rel_l2(solved.mean(0), u[j]))
             add("observed a missed", np.mean([(threshold_darcy(s)[m] != a[j][m]).mean() for s in xa]))
+            for k in range(1, len(xa) + 1):
+                add(f"solver, mean of {k}", rel_l2(solved[:k].mean(0), u[j]))
         else:
             add("observed u misfit", np.mean([rel_l2(s[m], u[j][m]) for s in xu]))
+            add("solved u misfit", np.mean([rel_l2(s[m], u[j][m]) for s in solved]))
+            add("solved u", rel_l2(solved.mean(0), u[j]))
             best = int(np.argmin([rel_l2(s[m], u[j][m]) for s in solved]))
             add("best-fitting solved sample", error_rate(xa[best], a[j]))
             for k in range(1, len(xa) + 1):
@@ -57,7 +61,8 @@ def main(argv=None) -> None:
     p.add_argument("--trained", default="darcy64")
     p.add_argument("--n", type=int, default=5, help="validation cases")
     p.add_argument("--seed", type=int, default=1, help="seed of the validation cases")
-    p.add_argument("settings", nargs="+", help="task:zeta_obs:zeta_pde:form:steps:samples (form: l2, preconditioned, ...)")
+    p.add_argument("settings", nargs="+", help="task:zeta_obs:zeta_pde:form:steps:samples[:zeta_u_solved] (form: l2, "
+                   "preconditioned, ...; zeta_u_solved: the weight of the observed u through the solver, inverse)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     prior = load_joint_prior(args.trained)
@@ -72,13 +77,14 @@ def main(argv=None) -> None:
                   f"u {100 * np.mean([rel_l2(solve_samples('darcy', i[None])[0], u[j]) for j, i in enumerate(interp)]):.2f} %")
     print(f"\nDarcy, {args.trained}, {args.n} validation cases (seed {args.seed}), 3 % observed; errors in %\n")
     for setting in args.settings:
-        task, zo, zp, form, steps, samples = setting.split(":")
+        task, zo, zp, form, steps, samples, *zs = setting.split(":")
         field, seed = MASK_SEEDS[task]
         ch = "au".index(field)
         masks = [observation_mask({"fraction": 0.03, "seed": seed + j}, res, field)[0] for j in range(args.n)]
         obs = [SparseObservation(torch.as_tensor([a, u][ch][j]), masks[j], ch, aff.to_physical) for j in range(args.n)]
         guidance = {"switch": 0.8, "late_obs_factor": 0.1}
-        x, seconds = guided_run(prior, aff, "darcy", obs, float(zo), float(zp), guidance, int(steps), int(samples), form)
+        x, seconds = guided_run(prior, aff, "darcy", obs, float(zo), float(zp), guidance, int(steps), int(samples), form,
+                                float(zs[0]) if zs else 0.0)
         cols = score(task, x, a, u, [m.numpy() for m in masks])
         print(f"| {setting} | {seconds / args.n:.1f} s/case | " + " | ".join(f"{k} {v:.2f}" for k, v in cols.items()) + " |",
               flush=True)

@@ -33,6 +33,7 @@ from .diffusionpde import (
     joint_residual,
     random_mask,
     sample_diffusionpde,
+    solved_observation,
 )
 
 FIELDS = ("a", "u")  # channel order of the joint priors
@@ -141,7 +142,7 @@ def build_observations(
 
 
 # --- solving ------------------------------------------------------------------------------------------------
-GUIDANCE_KEYS = ("a", "u", "pde", "pde_form", "pde_damping", "pde_smoothing", "switch", "late_obs_factor")
+GUIDANCE_KEYS = ("a", "u", "u_solved", "pde", "pde_form", "pde_damping", "pde_smoothing", "switch", "late_obs_factor")
 #: Forms of the PDE term: the paper's un-squared residual in the L2 (default), H^-1 or H^-2 norm, the
 #: preconditioned step on u (:class:`~scidiff.pde.diffusionpde.PreconditionedPDEStep`), the regularised
 #: Gauss-Newton step on a (:class:`~scidiff.pde.diffusionpde.CoefficientGNStep`), or both steps together.
@@ -172,7 +173,11 @@ def pde_term(pde: str, guidance: Mapping, aff: ChannelAffine, pde_params=None):
 
 def guidance_likelihood(pde: str, observations: dict, guidance: Mapping, sigmas, aff: ChannelAffine, pde_params=None):
     """DiffusionPDE's energy with the problem file's weights ``guidance: {a, u, pde, switch, late_obs_factor}``
-    and the form of its PDE term (:func:`pde_term`)."""
+    and the form of its PDE term (:func:`pde_term`).
+
+    ``u_solved`` (Darcy): the weight of a second term for an observed ``u``, scored on the reference solver's
+    ``u`` for the sampled ``a`` (:func:`~scidiff.pde.diffusionpde.solved_observation`; it moves ``a`` only) on the
+    schedule of the observation terms; ``u`` may then be 0 (no term on the sampled u channel)."""
     unknown = set(guidance) - set(GUIDANCE_KEYS)
     if unknown:
         raise ValueError(f"guidance: unknown key(s) {sorted(unknown)}; use {', '.join(GUIDANCE_KEYS)}")
@@ -181,6 +186,12 @@ def guidance_likelihood(pde: str, observations: dict, guidance: Mapping, sigmas,
         if guidance.get(field) is None:
             raise ValueError(f"guidance.{field} (the weight of the observed {field}) is missing")
         pairs.append((obs, float(guidance[field])))
+    if guidance.get("u_solved"):
+        if pde != "darcy" or "u" not in observations:
+            raise ValueError("guidance.u_solved scores observed u through the Darcy solver: it needs pde: darcy "
+                             f"and an observed u; got pde {pde!r}, observed {sorted(observations)}")
+        pairs.append((solved_observation(observations["u"][0], aff, DARCY_VALUES), float(guidance["u_solved"])))
+    pairs = [(o, w) for o, w in pairs if w != 0]
     return diffusionpde_likelihood(
         pairs, pde_term(pde, guidance, aff, pde_params), float(guidance.get("pde", 0.0)), sigmas,
         switch=float(guidance.get("switch", 0.8)), late_obs_factor=float(guidance.get("late_obs_factor", 0.1)),
