@@ -61,8 +61,9 @@ def main(argv=None) -> None:
     p.add_argument("--trained", default="darcy64")
     p.add_argument("--n", type=int, default=5, help="validation cases")
     p.add_argument("--seed", type=int, default=1, help="seed of the validation cases")
-    p.add_argument("settings", nargs="+", help="task:zeta_obs:zeta_pde:form:steps:samples[:zeta_u_solved] (form: l2, "
-                   "preconditioned, ...; zeta_u_solved: the weight of the observed u through the solver, inverse)")
+    p.add_argument("settings", nargs="+", help="task:zeta_obs:zeta_pde:form:steps:samples[:zeta_u_solved[:late]] (form: l2, "
+                   "preconditioned, ...; zeta_u_solved: the weight of the observed u through the solver, inverse; "
+                   "late: the observation weights' factor after the switch, default 0.1)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     prior = load_joint_prior(args.trained)
@@ -82,9 +83,9 @@ def main(argv=None) -> None:
         ch = "au".index(field)
         masks = [observation_mask({"fraction": 0.03, "seed": seed + j}, res, field)[0] for j in range(args.n)]
         obs = [SparseObservation(torch.as_tensor([a, u][ch][j]), masks[j], ch, aff.to_physical) for j in range(args.n)]
-        guidance = {"switch": 0.8, "late_obs_factor": 0.1}
+        guidance = {"switch": 0.8, "late_obs_factor": float(zs[1]) if len(zs) > 1 else 0.1}
         x, seconds = guided_run(prior, aff, "darcy", obs, float(zo), float(zp), guidance, int(steps), int(samples), form,
-                                float(zs[0]) if zs else 0.0)
+                                float(zs[0]) if zs and zs[0] else 0.0)
         cols = score(task, x, a, u, [m.numpy() for m in masks])
         print(f"| {setting} | {seconds / args.n:.1f} s/case | " + " | ".join(f"{k} {v:.2f}" for k, v in cols.items()) + " |",
               flush=True)
