@@ -222,6 +222,7 @@ def test_64_problem_files_run_with_the_shipped_prior_and_their_weights(task):
     field = "a" if task == "forward" else "u"
     g = config["guidance"]
     assert g[field] == tuned[field] and g["pde"] == tuned["pde"][g["pde_form"]]
+    assert g.get("u_solved", 0.0) == tuned.get("u_solved", 0.0)
     ds = solve_problem(config)
     assert ds.a_mean.shape == (64, 64) and ds.attrs["prior"] == "darcy64"
     assert ("u_solved_mean" in ds) == (task == "forward")
