@@ -16,6 +16,8 @@ time per case.
   ``h-1``, ``h-2``: the residual in weaker norms; see ``docs/pde.md``). Inverse rows also give the error of the
   sampled u, against interpolation of u; Darcy's inverse has the baseline "interpolate u + coefficient steps".
   Steps, samples and weights come from the problem files unless overridden; ``--trained darcy64`` runs at 64^2.
+  Darcy inverse weights with ``u_solved`` add the row "u through the solver" (the observed u scored on the solver's
+  u for the sampled a; ``--solved-only``: that row alone).
 * ``--stand-in PDE ...``: the same comparison with a Gaussian fitted to generated training data as the prior (exact
   for the joint law of the linear PDEs up to the fit, only a rough prior for Darcy, Navier--Stokes and Burgers),
   so that the closed-form posterior mean is a reference. Navier--Stokes uses DiffusionPDE's pairs (w at t = 0,
