@@ -274,7 +274,7 @@ def sample_event_smc(
 
     The particles start from the chain's first level with weight ``Phi_0`` (one at and above ``sigma_max``), so
     the mean of the unnormalised final weights is an unbiased estimate of the base chain's ``P(E)`` (the
-    normalising constant of SMC, Del Moral 2004; Wu et al. 2023, Sec. 3), kept across resampling steps by adding
+    normalising constant of SMC, Del Moral 2004; Wu et al. 2023), kept across resampling steps by adding
     ``log mean w`` whenever the weights are reset. The weights cannot show how many independent paths the final
     particles stand for: resampling copies particles, so after a step of low ESS the final ones descend from few
     ancestors. ``"lineages"`` counts the distinct particles of the first level among the final particles' ancestors
