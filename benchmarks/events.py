@@ -14,7 +14,9 @@ event-conditioned law. Events are ``max_t x(t) > threshold`` with thresholds at 
    SDE + one Langevin corrector per level, Song et al. 2021), and ``*_cut`` (guidance only at and below
    ``--sigma-cut``, where table 4 shows the approximation beating the constant P(E)), and ``smc_cut``
    (``scidiff.dynamics.sample_event_smc``: twisted SMC, Wu et al. 2023, with the same approximation as twist; its
-   KS critical value uses the final effective sample size; ``smc_fine_cut``: a 96-level base chain). KS of
+   KS critical value uses the final effective sample size; ``smc_fine_cut``: a 96-level base chain;
+   ``--smc-particles``: one run per particle count; each run also reports how many distinct first-level particles
+   the final ones descend from, ``lineages``, and its estimate of the chain's P(E) goes to table 3). KS of
    ``max_t x`` against the simulator's conditional law and against the prior's own conditional law
    (subset-simulation samples), the share of samples inside the event, RMS errors of the conditional mean and std
    trajectories (in marginal stds). Peers: rejection from the prior at equal wall time (the first pool samples that
@@ -138,7 +140,7 @@ def entry_trace(prior, event, sigmas, trace: list):
 
 
 def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n_split: int, samplers, seed: int,
-        sigma_cut: float = 2.0, pf_ode: bool = False, burn_in: int | None = None, truth_cache: str | None = None, n_like: int = 16, like_steps: int = 12, probes: int = 2, n_calibration: int = 0,
+        smc_particles=(), sigma_cut: float = 2.0, pf_ode: bool = False, burn_in: int | None = None, truth_cache: str | None = None, n_like: int = 16, like_steps: int = 12, probes: int = 2, n_calibration: int = 0,
         calibration_sigmas=(10.0, 3.0, 1.0, 0.3, 0.05)) -> dict:
     shape = prior.shape
     mc = monte_carlo(n_mc, shape[-1], seed, burn_in, truth_cache)
@@ -174,17 +176,24 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
                             "crit_pool": ks_critical(len(in_pool), len(truth)), "p_split": split["prob"],
                             "cov_split": split["cov"], "ks_split": ks_max(x_split, truth)})
         rows = out["samplers"]
-        for name in samplers:
+        # one run per particle count for the SMC samplers
+        runs = [(name, n) for name in samplers
+                for n in ((smc_particles or [n_event]) if name.startswith("smc") else [n_event])]
+        for name, n_run in runs:
             start = time.perf_counter()
             options = dict(SAMPLER_OPTIONS[name], sigma_max=sigma_cut if name.endswith("_cut") else math.inf)
             levels = options.pop("levels", None)
             chain = sigmas if levels is None else karras_sigmas(levels, prior.hparams.sigma_min, prior.hparams.sigma_max)
             method = f"event sampler, {name}"
             if name.startswith("smc"):
-                smc = sample_event_smc(prior, event, (n_event, *shape), chain, transform=prior.denormalize,
+                smc = sample_event_smc(prior, event, (n_run, *shape), chain, transform=prior.denormalize,
                                        generator=torch.Generator().manual_seed(seed), **options)
-                x = smc["samples"]  # n_event draws from the weighted particles (repeats where weights are uneven)
-                method += f" (final ESS {smc['ess'][-1]:.0f}, min {min(smc['ess']):.0f}, {smc['resampled']} resamplings)"
+                x = smc["samples"]  # n_run draws from the weighted particles (repeats where weights are uneven)
+                method += (f", {n_run} particles, {len(chain) - 1} levels (final ESS {smc['ess'][-1]:.0f}, "
+                           f"min {min(smc['ess']):.0f}, {smc['resampled']} resamplings, {smc['lineages']} lineages)")
+                out["estimates"].append({"event": label, "p_mc": p_mc, "value": math.exp(smc["log_evidence"]),
+                                         "method": f"twisted SMC evidence ({n_run} particles, {len(chain) - 1} "
+                                                   "levels; the reverse-SDE chain's P(E))"})
             else:
                 trace = []
                 x = sample_event(prior, event, (n_event, *shape), sigmas, transform=prior.denormalize,
@@ -195,10 +204,10 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
             x = prior.denormalize(x).detach()
             x_in = x[event(x) > 0]
             errors = conditional_errors(x_in, truth, scale)
-            if name.startswith("smc"):  # repeated draws: the critical value of the effective sample size
+            if name.startswith("smc"):  # repeated draws: the critical value of the final effective sample size
                 errors["crit"] = ks_critical(int(smc["ess"][-1]), len(truth))
             rows.append({"event": label, "method": method, "n": len(x_in),
-                         "share": len(x_in) / n_event, "errors": errors,
+                         "share": len(x_in) / n_run, "errors": errors,
                          "ks_prior": ks_max(x_in, x_split), "wall": wall})
             eq = pool[: min(n_pool, int(rate * wall))]
             acc = eq[event(eq) > 0]
@@ -305,6 +314,8 @@ def main(argv=None) -> None:
                    help="samples per level of subset simulation (0: skip it; the prior's conditional law is then the "
                         "rejection sample of the pool)")
     p.add_argument("--samplers", nargs="*", default=["heun", "pc", "heun_cut", "pc_cut"], choices=list(SAMPLER_OPTIONS))
+    p.add_argument("--smc-particles", type=int, nargs="*", default=[],
+                   help="particle counts of the smc samplers, one run each (default: --n-event)")
     p.add_argument("--sigma-cut", type=float, default=2.0, help="guidance only at and below this level (*_cut)")
     p.add_argument("--quantiles", type=float, nargs="+", default=[0.5, 0.99, 0.999],
                    help="simulator quantiles of max_t x used as thresholds (0.99: a 1 %% event)")
@@ -326,7 +337,8 @@ def main(argv=None) -> None:
         return
     start = time.perf_counter()
     out = run(prior, quantiles=a.quantiles, n_event=a.n_event, steps=a.steps, n_mc=a.n_mc, n_pool=a.n_pool,
-              n_split=a.n_split, samplers=a.samplers, seed=a.seed, sigma_cut=a.sigma_cut, pf_ode=a.pf_ode, n_calibration=a.n_calibration,
+              n_split=a.n_split, samplers=a.samplers, seed=a.seed, smc_particles=a.smc_particles,
+              sigma_cut=a.sigma_cut, pf_ode=a.pf_ode, n_calibration=a.n_calibration,
               burn_in=a.burn_in, truth_cache=a.truth_cache)
     print(f"Lorenz-63 prior {tuple(prior.shape)} ({a.prior or 'shipped'}); truth from {a.n_mc} simulator "
           f"trajectories; {a.steps} noise levels; {a.n_event} event samples per sampler; subset simulation with "

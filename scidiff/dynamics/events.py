@@ -235,7 +235,6 @@ class EventConditionedDenoiser:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def sample_event_smc(
     denoiser,
     event: EventFn,
@@ -273,10 +272,19 @@ def sample_event_smc(
     no twist above that level, where a confident wrong ``Phi`` would collapse the weights). Cost: one
     forward and one VJP per particle and level, as the guided samplers.
 
+    The particles start from the chain's first level with weight ``Phi_0`` (one at and above ``sigma_max``), so
+    the mean of the unnormalised final weights is an unbiased estimate of the base chain's ``P(E)`` (the
+    normalising constant of SMC, Del Moral 2004; Wu et al. 2023), kept across resampling steps by adding
+    ``log mean w`` whenever the weights are reset. The weights cannot show how many independent paths the final
+    particles stand for: resampling copies particles, so after a step of low ESS the final ones descend from few
+    ancestors. ``"lineages"`` counts the distinct particles of the first level among the final particles' ancestors
+    (at most ``N``): a KS test of the draws is only as strong as that number allows.
+
     Returns:
         ``{"samples"`` (``N`` draws from the final weighted particles, in the denoiser's units), ``"particles"``,
         ``"log_weights"`` (normalised), ``"ess"`` (after each step, before resampling), ``"resampled"`` (number of
-        resampling steps), ``"in_event"`` (share of final particles inside E)``}``.
+        resampling steps), ``"in_event"`` (share of final particles inside E), ``"log_evidence"`` (``log`` of the
+        estimate of ``P(E)``), ``"lineages"`` (distinct first-level ancestors of the final particles in E)``}``.
     """
     from ..kernels.particles import gather_particles, normalize_log_weights, resample, resample_if
 
@@ -292,8 +300,12 @@ def sample_event_smc(
         return (x0, grad, log_phi) if sigma <= cond.sigma_max else (x0, torch.zeros_like(grad), torch.zeros_like(log_phi))
 
     x = randn(shape, generator, device=device, dtype=dtype) * s[0]
-    log_w = torch.zeros(shape[0], dtype=torch.float64, device=x.device)
     x0, grad, log_phi = twist(x, s[0])
+    # the first level's target is p_0(x) Phi_0(x): particles drawn from p_0 carry the weight Phi_0
+    log_w = log_phi.double()
+    log_z = torch.zeros((), dtype=torch.float64, device=x.device)  # log of the estimate of P(E), before log_w
+    origin = torch.arange(shape[0], device=x.device)
+    log_n = math.log(shape[0])
     ess, resampled = [], []  # kept on the device, read once at the end (no host sync per level)
     for i in tqdm(range(len(s) - 2), disable=not progress, desc="event SMC", leave=False):
         # the ancestral (DDPM posterior) step given x0_hat, in sigma space: mean x0 + (s'^2/s^2)(x - x0),
@@ -314,19 +326,25 @@ def sample_event_smc(
         log_w = log_w + (log_ratio + log_phi_next - log_phi).double()
         w_norm = normalize_log_weights(log_w)
         ess.append(1.0 / w_norm.exp().square().sum())
+        # resample_if normalises the weights, or resets them to zero (each then 1/N of the old total)
+        total = torch.logsumexp(log_w, 0)
         ancestors, log_w, did = resample_if(log_w, threshold, scheme, generator=generator)
+        log_z = log_z + total - log_n * did
         resampled.append(did)
+        origin = origin[ancestors]
         x, x0, grad, log_phi = (gather_particles(t, ancestors) for t in (x_next, x0_next, grad_next, log_phi_next))
     inside = cond.event_value(x0) > 0
     log_w = log_w - log_phi.double() + torch.where(inside, 0.0, -math.inf).to(log_w)
     if not bool(inside.any()):
         raise RuntimeError("no particle ended inside the event: increase the number of particles")
+    log_z = log_z + torch.logsumexp(log_w, 0) - log_n  # the mean of the final unnormalised weights
     log_w = normalize_log_weights(log_w)
     draws = gather_particles(x0, resample(log_w, scheme, generator=generator))
     ess.append(1.0 / log_w.exp().square().sum())
     return {"samples": draws, "particles": x0, "log_weights": log_w, "ess": torch.stack(ess).tolist(),
             "resampled": int(torch.stack(resampled).sum()) if resampled else 0,
-            "in_event": float(inside.float().mean())}
+            "in_event": float(inside.float().mean()), "log_evidence": float(log_z),
+            "lineages": int(origin[inside].unique().numel())}
 
 
 def sample_event(

@@ -6,7 +6,8 @@ Parameters follow the papers the event and assimilation methods were shown on:
 
 * Lorenz-63 (Lorenz 1963): ``sigma = 10, rho = 28, beta = 8/3`` (Finzi et al. 2023, Rozet & Louppe 2023).
 * FitzHugh--Nagumo, two diffusively coupled neurons (4 variables), the parameters of Finzi et al. 2023
-  (``a = -0.025794, b = (0.0065, 0.0135), c = 0.02, k = 0.128``).
+  (``a = -0.025794, b = (0.0065, 0.0135), c = 0.02, k = 0.128``; the extreme-event regime of Ansmann, Karnatak,
+  Lehnertz and Feudel 2013: small chaotic oscillations with rare large spikes).
 * Lorenz-96 (Lorenz 1996): ``dx_i/dt = (x_{i+1} - x_{i-2}) x_{i-1} - x_i + F``, periodic in ``i``, ``F = 8``.
 """
 
@@ -94,8 +95,10 @@ SYSTEMS: dict[str, Callable[..., System]] = {
         init_scale=1.0, params={"sigma": 10.0, "rho": 28.0, "beta": 8.0 / 3.0},
     ),
     "fitzhugh_nagumo": lambda: System(
+        # 16 000 steps (8 000 time units): from 0.2 N(0, I) every trajectory fires a first spike together, and the
+        # law of the time to the next extreme spike relaxes over about 5 400 time units (datasets/lorenz.md)
         name="fitzhugh_nagumo", variables=("v1", "v2", "w1", "w2"), rhs=fitzhugh_nagumo_rhs, dt=0.5,
-        save_every=12, burn_in=3000, init_scale=0.2, params=dict(FHN),
+        save_every=12, burn_in=16000, init_scale=0.2, params=dict(FHN),
     ),
     "lorenz96": _lorenz96,
 }
