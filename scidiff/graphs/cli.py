@@ -1,7 +1,8 @@
 """``scidiff graphs -c problems/<name>/config.yaml`` (train, sample, score) and
 ``scidiff sample --graphs MODEL --n 64 -o samples`` (SMILES + SDF for molecules, graph6 for graphs). ``MODEL`` is
 a Lightning checkpoint written by ``scidiff graphs``, a ``.safetensors`` file written by
-:func:`scidiff.graphs.save_model`, or the name of a shipped model (``moses15``, ``moses12``: ``scidiff/assets/<name>.safetensors``)."""
+:func:`scidiff.graphs.save_model`, or the name of a shipped model (``moses15``, ``moses12``, ``moses15_pard``:
+``scidiff/assets/<name>.safetensors``)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def sample_main(argv: list[str]) -> list:
 
     p = argparse.ArgumentParser(prog="scidiff sample --graphs", description="Sample a trained graph diffusion model.")
     p.add_argument("--graphs", required=True, help="a checkpoint written by `scidiff graphs`, a .safetensors model "
-                   "or a shipped model name (moses15, moses12)")
+                   "or a shipped model name (moses15, moses12, moses15_pard)")
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--steps", type=int, default=None, help="reverse steps per block (default: the model's T)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i, whatever the batch size")

@@ -380,7 +380,8 @@ def save_model(model: BlockDiffusion, path, info: dict | None = None):
 def load_model(path, map_location: str | torch.device = "cpu") -> tuple[BlockDiffusion, dict]:
     """``(model in eval mode, info dict)`` from a file written by :func:`save_model`, or from the name of a model
     shipped in ``scidiff/assets`` (``"moses15"`` and ``"moses12"``: the one-shot models of the 15- and
-    12-heavy-atom MOSES subsets; model cards ``scidiff/assets/moses15.md``, ``moses12.md``)."""
+    12-heavy-atom MOSES subsets; ``"moses15_pard"``: PARD on the 15-atom subset; model cards
+    ``scidiff/assets/<name>.md``)."""
     import json
     from importlib.resources import files
     from pathlib import Path
