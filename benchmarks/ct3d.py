@@ -135,8 +135,8 @@ def methods_for(prior, op, y, task: str, args) -> dict:
         "DDS (3D TV)": lambda: dds(prior, op, y, tv="all", generator=seed(), **dds_kw, **kw["dds"]).samples,
     })
     if task in args.mbir_tasks:
-        methods["DiffusionMBIR"] = lambda: diffusion_mbir(prior, op, y, n_steps=args.mbir_steps, generator=seed(),
-                                                          **kw["mbir"]).samples
+        methods["DiffusionMBIR"] = lambda: diffusion_mbir(prior, op, y, n_steps=args.mbir_steps, n_cg=args.mbir_cg,
+                                                          generator=seed(), **kw["mbir"]).samples
     return methods
 
 
@@ -201,8 +201,8 @@ def tune(args) -> None:
         "ADMM-TV": lambda lam, rho: admm_tv(op, y, lam=lam, rho=rho, tv="all", n_iter=30, n_cg=20),
         "DDS": lambda lam, rho: dds(prior, op, y, lam=lam, rho=rho, generator=seed(), **dds_kw).samples,
         "DDS (tv=all)": lambda lam, rho: dds(prior, op, y, lam=lam, rho=rho, tv="all", generator=seed(), **dds_kw).samples,
-        f"DiffusionMBIR ({args.mbir_steps} steps)": lambda lam, rho: diffusion_mbir(
-            prior, op, y, n_steps=args.mbir_steps, lam=lam, rho=rho, generator=seed()).samples,
+        f"DiffusionMBIR ({args.mbir_steps} steps, {args.mbir_cg} CG)": lambda lam, rho: diffusion_mbir(
+            prior, op, y, n_steps=args.mbir_steps, n_cg=args.mbir_cg, lam=lam, rho=rho, generator=seed()).samples,
     }
     short = lambda k: "DiffusionMBIR" if k.startswith("DiffusionMBIR") else k  # noqa: E731
     solvers = {k: v for k, v in solvers.items() if not args.tune_methods or short(k) in args.tune_methods}
@@ -285,7 +285,8 @@ def ensemble(args) -> None:
     rows = row_space(op)
     kw = {"DDS": (dds, {"n_steps": args.dds_steps, "n_cg": args.dds_cg, "eta": args.dds_eta, "lam": args.dds_lam,
                          "rho": args.dds_rho}),
-          "DiffusionMBIR": (diffusion_mbir, {"n_steps": args.mbir_steps, "lam": args.mbir_lam, "rho": args.mbir_rho})}
+          "DiffusionMBIR": (diffusion_mbir, {"n_steps": args.mbir_steps, "n_cg": args.mbir_cg, "lam": args.mbir_lam,
+                                             "rho": args.mbir_rho})}
     admm, admm_wall, _ = measure(lambda: admm_tv(op, y, lam=args.admm_lam, rho=args.admm_rho, tv="all", n_iter=30, n_cg=20))
     base = slice_metrics(admm, truth)
     print(f"{ph}, {args.depth} x {args.size} x {args.size}, {task}: ADMM-TV {base['psnr3d']:.2f} dB "
@@ -338,7 +339,8 @@ def speed(args) -> None:
     runs = {
         "ADMM-TV": (30, lambda: admm_tv(op, y, lam=args.admm_lam, rho=args.admm_rho, tv="all", n_iter=30, n_cg=20)),
         f"DiffusionMBIR ({args.speed_mbir_steps} steps)": (args.speed_mbir_steps, lambda: diffusion_mbir(
-            prior, op, y, n_steps=args.speed_mbir_steps, lam=args.mbir_lam, rho=args.mbir_rho, generator=seed()).samples),
+            prior, op, y, n_steps=args.speed_mbir_steps, n_cg=args.mbir_cg, lam=args.mbir_lam, rho=args.mbir_rho,
+            generator=seed()).samples),
     }
     for steps, n_cg, eta in variants:
         runs[f"DDS ({steps} steps, {n_cg} CG, eta {eta:g})"] = (steps, lambda steps=steps, n_cg=n_cg, eta=eta: dds(
@@ -425,6 +427,8 @@ def main(argv=None) -> None:
     p.add_argument("--methods", nargs="*", default=[],
                    help='table: only these rows (e.g. "DDS" "DiffusionMBIR"; ADMM-TV always runs, as the baseline)')
     p.add_argument("--mbir-steps", type=int, default=200)
+    p.add_argument("--mbir-cg", type=int, default=1,
+                   help="CG steps per DiffusionMBIR step (paper: 1, with 2000 steps; fewer steps may want more)")
     p.add_argument("--dds-steps", type=int, default=50)
     p.add_argument("--dds-cg", type=int, default=5,
                    help="CG steps per DDS step (paper: 5; on the validation volume 10 tie at 8 views and lose "
