@@ -338,7 +338,7 @@ def speed(args) -> None:
         (int(a), int(b), float(c)) for a, b, c in (v.split(":") for v in args.dds_variants)]
     runs = {
         "ADMM-TV": (30, lambda: admm_tv(op, y, lam=args.admm_lam, rho=args.admm_rho, tv="all", n_iter=30, n_cg=20)),
-        f"DiffusionMBIR ({args.speed_mbir_steps} steps)": (args.speed_mbir_steps, lambda: diffusion_mbir(
+        f"DiffusionMBIR ({args.speed_mbir_steps} steps, {args.mbir_cg} CG)": (args.speed_mbir_steps, lambda: diffusion_mbir(
             prior, op, y, n_steps=args.speed_mbir_steps, n_cg=args.mbir_cg, lam=args.mbir_lam, rho=args.mbir_rho,
             generator=seed()).samples),
     }
