@@ -345,7 +345,8 @@ def speed(args) -> None:
     for steps, n_cg, eta in variants:
         runs[f"DDS ({steps} steps, {n_cg} CG, eta {eta:g})"] = (steps, lambda steps=steps, n_cg=n_cg, eta=eta: dds(
             prior, op, y, n_steps=steps, n_cg=n_cg, eta=eta, lam=args.dds_lam, rho=args.dds_rho, generator=seed()).samples)
-    print(f"phantom {args.phantoms[0]}, volume {args.speed_depth} x {args.size} x {args.size} (measured at 2x), sv8\n")
+    slab = f", central {args.slab} slices" if args.slab else ""
+    print(f"phantom {args.phantoms[0]}, volume {args.speed_depth} x {args.size} x {args.size}{slab} (measured at 2x), sv8\n")
     print("| method | steps | wall s | s / step | PSNR 3D | axial | coronal | sagittal | error z / in-plane | MBIR time / time | dB vs MBIR |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     mbir_name = list(runs)[1]
