@@ -49,7 +49,7 @@ from scidiff.inverse import admm_tv, dds, diffusion_mbir, fbp
 from scidiff.inverse.ensemble import posterior_ensemble
 from scidiff.likelihoods.volume import SliceMRI, SliceTomography
 from scidiff.volumes import random_ellipsoids, shepp_logan_3d
-from scidiff.volumes.diagnostics import BANDS, error_breakdown, psnr_of_mse, row_space
+from scidiff.volumes.diagnostics import BANDS, error_breakdown, psnr_of_mse, row_space, z_incoherence
 from scidiff.volumes.pipeline import load_slice_prior
 
 TASKS = {
@@ -103,7 +103,7 @@ def phantom(name: str, depth: int, size: int) -> torch.Tensor:
 def slice_metrics(rec: torch.Tensor, truth: torch.Tensor) -> dict:
     rng = float(truth.max() - truth.min())
     rec, truth = rec.clamp(float(truth.min()), float(truth.max())), truth
-    out = {"psnr3d": 10 * torch.log10(rng**2 / (rec - truth).pow(2).mean()).item()}
+    out = {"psnr3d": 10 * torch.log10(rng**2 / (rec - truth).pow(2).mean()).item(), "z_incoh": z_incoherence(rec, truth)}
     v, t = rec[0, 0], truth[0, 0]
     for name, dim in (("axial", 0), ("coronal", 1), ("sagittal", 2)):
         a, b = v.movedim(dim, 0)[:, None], t.movedim(dim, 0)[:, None]
@@ -135,8 +135,8 @@ def methods_for(prior, op, y, task: str, args) -> dict:
         "DDS (3D TV)": lambda: dds(prior, op, y, tv="all", generator=seed(), **dds_kw, **kw["dds"]).samples,
     })
     if task in args.mbir_tasks:
-        methods["DiffusionMBIR"] = lambda: diffusion_mbir(prior, op, y, n_steps=args.mbir_steps, generator=seed(),
-                                                          **kw["mbir"]).samples
+        methods["DiffusionMBIR"] = lambda: diffusion_mbir(prior, op, y, n_steps=args.mbir_steps, n_cg=args.mbir_cg,
+                                                          generator=seed(), **kw["mbir"]).samples
     return methods
 
 
@@ -201,15 +201,15 @@ def tune(args) -> None:
         "ADMM-TV": lambda lam, rho: admm_tv(op, y, lam=lam, rho=rho, tv="all", n_iter=30, n_cg=20),
         "DDS": lambda lam, rho: dds(prior, op, y, lam=lam, rho=rho, generator=seed(), **dds_kw).samples,
         "DDS (tv=all)": lambda lam, rho: dds(prior, op, y, lam=lam, rho=rho, tv="all", generator=seed(), **dds_kw).samples,
-        f"DiffusionMBIR ({args.mbir_steps} steps)": lambda lam, rho: diffusion_mbir(
-            prior, op, y, n_steps=args.mbir_steps, lam=lam, rho=rho, generator=seed()).samples,
+        f"DiffusionMBIR ({args.mbir_steps} steps, {args.mbir_cg} CG)": lambda lam, rho: diffusion_mbir(
+            prior, op, y, n_steps=args.mbir_steps, n_cg=args.mbir_cg, lam=lam, rho=rho, generator=seed()).samples,
     }
     short = lambda k: "DiffusionMBIR" if k.startswith("DiffusionMBIR") else k  # noqa: E731
     solvers = {k: v for k, v in solvers.items() if not args.tune_methods or short(k) in args.tune_methods}
     slab = f", central {args.slab} slices" if args.slab else ""
     print(f"validation volume {args.val_phantom}, {args.depth} x {args.size} x {args.size}{slab}, {args.tune_task}\n")
-    print("| method | lam / |A|^2 | rho / |A|^2 | PSNR 3D | axial | coronal | sagittal | max gap | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| method | lam / |A|^2 | rho / |A|^2 | PSNR 3D | axial | coronal | sagittal | max gap | error z / in-plane | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     dds_best = None
     for name, fn in solvers.items():
         if name not in ("ADMM-TV", "DDS") and dds_best:  # around DDS's optimum (same ADMM problem)
@@ -219,11 +219,11 @@ def tune(args) -> None:
             rec, wall, _ = measure(lambda: fn(lam, rho))
             m = slice_metrics(rec, truth)
             print(f"| {name} | {lam:.3g} | {rho:.3g} | {m['psnr3d']:.2f} | {m['axial_psnr']:.2f} | {m['coronal_psnr']:.2f} | "
-                  f"{m['sagittal_psnr']:.2f} | {orientation_gap(m):.2f} | {wall:.1f} |", flush=True)
+                  f"{m['sagittal_psnr']:.2f} | {orientation_gap(m):.2f} | {m['z_incoh']:.2f} | {wall:.1f} |", flush=True)
             best = max(best or (m["psnr3d"], lam, rho), (m["psnr3d"], lam, rho))
         edge = " (on the grid's edge)" if name in ("ADMM-TV", "DDS") and (
             best[1] in (min(args.tune_lams), max(args.tune_lams)) or best[2] in (min(args.tune_rhos), max(args.tune_rhos))) else ""
-        print(f"| **{name} best{edge}** | {best[1]:.3g} | {best[2]:.3g} | {best[0]:.2f} | | | | | |", flush=True)
+        print(f"| **{name} best{edge}** | {best[1]:.3g} | {best[2]:.3g} | {best[0]:.2f} | | | | | | |", flush=True)
         if name == "DDS":
             dds_best = best
 
@@ -285,7 +285,8 @@ def ensemble(args) -> None:
     rows = row_space(op)
     kw = {"DDS": (dds, {"n_steps": args.dds_steps, "n_cg": args.dds_cg, "eta": args.dds_eta, "lam": args.dds_lam,
                          "rho": args.dds_rho}),
-          "DiffusionMBIR": (diffusion_mbir, {"n_steps": args.mbir_steps, "lam": args.mbir_lam, "rho": args.mbir_rho})}
+          "DiffusionMBIR": (diffusion_mbir, {"n_steps": args.mbir_steps, "n_cg": args.mbir_cg, "lam": args.mbir_lam,
+                                             "rho": args.mbir_rho})}
     admm, admm_wall, _ = measure(lambda: admm_tv(op, y, lam=args.admm_lam, rho=args.admm_rho, tv="all", n_iter=30, n_cg=20))
     base = slice_metrics(admm, truth)
     print(f"{ph}, {args.depth} x {args.size} x {args.size}, {task}: ADMM-TV {base['psnr3d']:.2f} dB "
@@ -337,15 +338,17 @@ def speed(args) -> None:
         (int(a), int(b), float(c)) for a, b, c in (v.split(":") for v in args.dds_variants)]
     runs = {
         "ADMM-TV": (30, lambda: admm_tv(op, y, lam=args.admm_lam, rho=args.admm_rho, tv="all", n_iter=30, n_cg=20)),
-        f"DiffusionMBIR ({args.speed_mbir_steps} steps)": (args.speed_mbir_steps, lambda: diffusion_mbir(
-            prior, op, y, n_steps=args.speed_mbir_steps, lam=args.mbir_lam, rho=args.mbir_rho, generator=seed()).samples),
+        f"DiffusionMBIR ({args.speed_mbir_steps} steps, {args.mbir_cg} CG)": (args.speed_mbir_steps, lambda: diffusion_mbir(
+            prior, op, y, n_steps=args.speed_mbir_steps, n_cg=args.mbir_cg, lam=args.mbir_lam, rho=args.mbir_rho,
+            generator=seed()).samples),
     }
     for steps, n_cg, eta in variants:
         runs[f"DDS ({steps} steps, {n_cg} CG, eta {eta:g})"] = (steps, lambda steps=steps, n_cg=n_cg, eta=eta: dds(
             prior, op, y, n_steps=steps, n_cg=n_cg, eta=eta, lam=args.dds_lam, rho=args.dds_rho, generator=seed()).samples)
-    print(f"phantom {args.phantoms[0]}, volume {args.speed_depth} x {args.size} x {args.size} (measured at 2x), sv8\n")
-    print("| method | steps | wall s | s / step | PSNR 3D | axial | coronal | sagittal | MBIR time / time | dB vs MBIR |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    slab = f", central {args.slab} slices" if args.slab else ""
+    print(f"phantom {args.phantoms[0]}, volume {args.speed_depth} x {args.size} x {args.size}{slab} (measured at 2x), sv8\n")
+    print("| method | steps | wall s | s / step | PSNR 3D | axial | coronal | sagittal | error z / in-plane | MBIR time / time | dB vs MBIR |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     mbir_name = list(runs)[1]
     mbir = None
     for name, (steps, fn) in runs.items():
@@ -356,20 +359,22 @@ def speed(args) -> None:
         ratio = f"{mbir[0] / wall:.1f}x" if mbir else "-"
         gain = f"{m['psnr3d'] - mbir[1]:+.2f}" if mbir else "-"
         print(f"| {name} | {steps} | {wall:.1f} | {wall / steps:.4f} | {m['psnr3d']:.2f} | {m['axial_psnr']:.2f} | "
-              f"{m['coronal_psnr']:.2f} | {m['sagittal_psnr']:.2f} | {ratio} | {gain} |", flush=True)
+              f"{m['coronal_psnr']:.2f} | {m['sagittal_psnr']:.2f} | {m['z_incoh']:.2f} | {ratio} | {gain} |", flush=True)
 
 
 def _row(r: dict) -> str:
     return (f"| {r['phantom']} | {r['task']} | {r['method']} | {r['psnr3d']:.2f} | {r['axial_psnr']:.2f} / {r['axial_ssim']:.3f} | "
             f"{r['coronal_psnr']:.2f} / {r['coronal_ssim']:.3f} | {r['sagittal_psnr']:.2f} / {r['sagittal_ssim']:.3f} | "
-            f"{r['wall_s']:.1f} | {r['peak_mib']:.0f} |")
+            f"{r['z_incoh']:.2f} | {r['wall_s']:.1f} | {r['peak_mib']:.0f} |")
 
 
 def summary(rows: list[dict]) -> None:
     """Gain over ADMM-TV, the orientation gap (and its excess over ADMM-TV's, whose 3D TV has no slice
-    inconsistency: the rest of the gap comes from what the slices of each orientation hold), and time ratios."""
-    print("\n| phantom | task | method | dB vs ADMM-TV (3D) | max gap axial vs coronal/sagittal, dB | gap - ADMM-TV's gap, dB | time / MBIR time |")
-    print("|---|---|---|---|---|---|---|")
+    inconsistency: the rest of the gap comes from what the slices of each orientation hold), the error's jumps
+    between slices against ADMM-TV's (:func:`~scidiff.volumes.diagnostics.z_incoherence`), and time ratios."""
+    print("\n| phantom | task | method | dB vs ADMM-TV (3D) | max gap axial vs coronal/sagittal, dB | gap - ADMM-TV's gap, dB | "
+          "error z / in-plane, / ADMM-TV's | time / MBIR time |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         same = [b for b in rows if b["phantom"] == r["phantom"] and b["task"] == r["task"]]
         base = next(b for b in same if b["method"] == "ADMM-TV")
@@ -377,7 +382,7 @@ def summary(rows: list[dict]) -> None:
         gap = orientation_gap(r)
         speed = f"{r['wall_s'] / mbir['wall_s']:.3f}" if mbir else "-"
         print(f"| {r['phantom']} | {r['task']} | {r['method']} | {r['psnr3d'] - base['psnr3d']:+.2f} | {gap:.2f} | "
-              f"{gap - orientation_gap(base):+.2f} | {speed} |")
+              f"{gap - orientation_gap(base):+.2f} | {r['z_incoh'] / base['z_incoh']:.2f} | {speed} |")
 
 
 _MEMORY_CHILD = """
@@ -425,6 +430,8 @@ def main(argv=None) -> None:
     p.add_argument("--methods", nargs="*", default=[],
                    help='table: only these rows (e.g. "DDS" "DiffusionMBIR"; ADMM-TV always runs, as the baseline)')
     p.add_argument("--mbir-steps", type=int, default=200)
+    p.add_argument("--mbir-cg", type=int, default=1,
+                   help="CG steps per DiffusionMBIR step (paper: 1, with 2000 steps; fewer steps may want more)")
     p.add_argument("--dds-steps", type=int, default=50)
     p.add_argument("--dds-cg", type=int, default=5,
                    help="CG steps per DDS step (paper: 5; on the validation volume 10 tie at 8 views and lose "
@@ -475,8 +482,8 @@ def main(argv=None) -> None:
     print(f"volume {args.depth} x {args.size} x {args.size}{slab} (measured at 2x)\n")
     if not args.no_memory:
         memory_table(args.prior)
-    print("\n| phantom | task | method | PSNR 3D | axial PSNR / SSIM | coronal | sagittal | wall s | peak MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| phantom | task | method | PSNR 3D | axial PSNR / SSIM | coronal | sagittal | error z / in-plane | wall s | peak MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rows = run(args)
     summary(rows)
 

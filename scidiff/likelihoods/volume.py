@@ -197,11 +197,16 @@ class SliceTomography(_VolumePhysics):
         see the same object displaced by ``d = -0.5`` coarse pixels along x and y; a displacement ``(d, d)`` moves a
         parallel projection at angle ``theta`` by ``d (sin theta - cos theta)`` bins (sign measured: with it, the
         binned 128^2 and the direct 64^2 sinograms of the same volume agree to 0.5 %, against 5 % without).
-        Fan beam (no padding) and ``circle=True`` need no shift."""
-        if self.fan is not None or self.circle:
+        deepinv's fan-beam projector pads the slice the same way; its detector axis turns the other way, and
+        there the displacement moves a view by ``-d (cos theta + sin theta)`` bins (bins are one pixel wide at the
+        rotation axis; sign measured: the fan-beam mismatch drops from 3.4--3.6 % to 0.7--0.8 % at 32^2 and 64^2,
+        what is left being the fan's depth-dependent magnification). ``circle=True`` (no padding) needs no shift."""
+        if self.circle:
             return torch.zeros(len(self.angles_deg), dtype=torch.float64)
         d = _pad_offset(self.img_width) - _pad_offset(2 * self.img_width) / 2
         theta = torch.deg2rad(self.angles_deg.double())
+        if self.fan is not None:
+            return -d * (torch.cos(theta) + torch.sin(theta))
         return d * (torch.sin(theta) - torch.cos(theta))
 
     def A(self, x: Tensor, **kwargs) -> Tensor:  # noqa: N802

@@ -123,6 +123,21 @@ def error_bands(rec: Tensor, truth: Tensor, bands=BANDS) -> dict[str, float]:
     return {f"k{lo}-{hi}": float(spec[(k >= lo) & (k < hi)].sum()) for lo, hi in bands}
 
 
+def z_incoherence(rec: Tensor, truth: Tensor) -> float:
+    """How much the error jumps between neighbouring axial slices against how much it varies within a slice:
+    ``rms(D_z e) / rms(D_xy e)``, ``e = rec - truth``, ``D`` forward differences (in-plane: both axes pooled).
+
+    The slice inconsistency that DiffusionMBIR's z-prior targets (Chung et al. 2023, sec. 3) is an error that
+    is smooth within each slice but independent from one slice to the next: the ratio is then large. An error
+    field that looks the same along every axis gives 1, one constant along z gives 0. A 3D method with no
+    slices (ADMM-TV) gives the level the object's own anisotropy sets, the reference to compare against."""
+    _check_pair(rec, truth)
+    e = (rec - truth).double()
+    dz = e.diff(dim=2).pow(2).mean()
+    dxy = 0.5 * (e.diff(dim=3).pow(2).mean() + e.diff(dim=4).pow(2).mean())
+    return float(torch.sqrt(dz / dxy.clamp_min(1e-300)))
+
+
 def psnr_of_mse(mse: float, peak: float) -> float:
     return 10 * math.log10(peak**2 / max(mse, 1e-30))
 

@@ -8,7 +8,7 @@ import torch
 
 from scidiff.likelihoods.volume import SliceMRI, SliceTomography
 from scidiff.volumes.diagnostics import (
-    edge_mask, error_bands, error_breakdown, range_null_split, row_space, slice_matrix,
+    edge_mask, error_bands, error_breakdown, range_null_split, row_space, slice_matrix, z_incoherence,
 )
 
 
@@ -92,11 +92,26 @@ def test_breakdown_parts_sum_to_the_mse(ct):
     assert error_breakdown(truth, truth, rows, physics=op, y=y)["data_residual"] == 0
 
 
+def test_z_incoherence_separates_slice_jumps_from_3d_errors():
+    truth = torch.zeros(1, 1, 8, 8, 8)
+    z, y, x = torch.meshgrid(*(torch.linspace(0, 1, 8),) * 3, indexing="ij")
+    f = lambda t: torch.sin(3 * t)  # noqa: E731
+    # the same profile along every axis of a cube: equal differences along z and in-plane
+    assert z_incoherence((f(z) + f(y) + f(x))[None, None], truth) == pytest.approx(1.0)
+    # constant along z: no jumps between slices
+    assert z_incoherence((f(y) * f(x))[None, None], truth) == pytest.approx(0.0, abs=1e-12)
+    # smooth within each slice, an independent offset per slice (slice inconsistency): far above 1
+    offsets = _rand(8, 1, 1, seed=1)
+    assert z_incoherence((0.1 * f(y) + offsets)[None, None], truth) > 5
+
+
 def test_errors(ct):
     op, _ = ct
     with pytest.raises(ValueError, match="too large"):
         row_space(SliceTomography.sparse_view(2, 80))
     with pytest.raises(ValueError, match="one shape"):
         error_breakdown(torch.zeros(1, 1, 2, 12, 12), torch.zeros(1, 1, 3, 12, 12))
+    with pytest.raises(ValueError, match="one shape"):
+        z_incoherence(torch.zeros(1, 1, 2, 4, 4), torch.zeros(1, 1, 3, 4, 4))
     with pytest.raises(ValueError, match="volume"):
         edge_mask(torch.zeros(12, 12))
