@@ -54,15 +54,14 @@ from scidiff.pde.diffusionpde import (
     joint_residual,
     random_mask,
     sample_diffusionpde,
-    solved_observation,
 )
 from scidiff.pde.elliptic import _laplacian
 from scidiff.pde.problem import (
     DARCY_VALUES,
+    guidance_likelihood,
     load_joint_prior,
     PDE_FORMS,
     observation_mask,
-    pde_term,
     prior_affine,
     prior_sigmas,
     rel_l2,
@@ -133,15 +132,11 @@ def guided_run(prior, aff, pde, observations, zeta_obs, zeta_pde, guidance, step
     sampled a (Darcy inverse; ``scidiff.pde.diffusionpde.solved_observation``)."""
     sigmas = prior_sigmas(prior, steps)
     obs = SparseObservation.stack(observations, repeats=samples)
-    pairs = [(obs, zeta_obs)] if zeta_obs else []
-    if zeta_solved:
-        pairs.append((solved_observation(obs, aff, DARCY_VALUES), zeta_solved))
-    residual = pde_term(pde, {"pde_form": form, **{k: guidance[k] for k in ("pde_damping", "pde_smoothing")
-                                                   if k in guidance}}, aff)
-    lik = diffusionpde_likelihood(
-        pairs, residual, zeta_pde, sigmas,
-        switch=float(guidance.get("switch", 0.8)), late_obs_factor=float(guidance.get("late_obs_factor", 0.1)),
-    )
+    field = "au"[obs.channel]
+    # the problem files' energy, with this run's weights and PDE form in place of the file's
+    weights = {k: guidance[k] for k in ("pde_damping", "pde_smoothing", "switch", "late_obs_factor") if k in guidance}
+    weights.update({field: zeta_obs, "u_solved": zeta_solved, "pde": zeta_pde, "pde_form": form})
+    lik = guidance_likelihood(pde, {field: (obs, None)}, weights, sigmas, aff)
     n = len(observations) * samples
     t = time.perf_counter()
     post = sample_diffusionpde(prior, lik, (n, *prior.shape), sigmas, progress=False, generator=seeded_generators(range(n)))
@@ -189,12 +184,13 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
                 trained_baselines(pde, task, a[j], u[j], masks[j].numpy(), table)
             zo, zps = float(cfg["guidance"][field]), pde_weights(cfg["guidance"])
             zs = float(cfg["guidance"].get("u_solved", 0.0) or 0.0) if task == "inverse" else 0.0
-            if args.solved_only and zs:
-                run(f"DiffusionPDE, u through the solver (zeta_u {zo:g}, u_solved {zs:g})", zo, 0.0, "l2", zs)
-                continue
-            run("DiffusionPDE, obs only", zo, 0.0)
+            solved_only = args.solved_only and zs
+            if not solved_only:
+                run("DiffusionPDE, obs only", zo, 0.0)
             if zs:
                 run(f"DiffusionPDE, u through the solver (zeta_u {zo:g}, u_solved {zs:g})", zo, 0.0, "l2", zs)
+            if solved_only:
+                continue
             for form in args.pde_forms:
                 if form not in zps:
                     raise SystemExit(f"no weight for the PDE form {form} in the {task} guidance: {cfg['guidance']}")
