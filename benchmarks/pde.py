@@ -139,9 +139,13 @@ def guided_run(prior, aff, pde, observations, zeta_obs, zeta_pde, guidance, step
     lik = guidance_likelihood(pde, {field: (obs, None)}, weights, sigmas, aff)
     n = len(observations) * samples
     t = time.perf_counter()
-    post = sample_diffusionpde(prior, lik, (n, *prior.shape), sigmas, progress=False, generator=seeded_generators(range(n)))
+    device = next(prior.parameters()).device
+    post = sample_diffusionpde(prior, lik, (n, *prior.shape), sigmas, progress=False, device=device,
+                               generator=seeded_generators(range(n)))
+    if device.type == "cuda":  # the sampler is asynchronous there: time the finished work
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - t
-    x = aff.to_physical(post.samples.double()).reshape(len(observations), samples, *prior.shape)
+    x = aff.to_physical(post.samples.double().cpu()).reshape(len(observations), samples, *prior.shape)
     return x.numpy(), seconds
 
 
@@ -156,7 +160,7 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
     """Test rows (``weights=None``) or the weight search on validation samples; returns the chosen weights."""
     pde = args.pde
     prior_spec = args.trained or load_config(PROBLEMS / pde / "forward.yaml")["prior"]
-    prior = load_joint_prior(prior_spec)
+    prior = load_joint_prior(prior_spec).to(args.device)
     aff, res = prior_affine(prior), prior.shape[-1]
     seed = args.val_seed if weights is not None else args.test_seed
     data = make_dataset(pde, args.n_test, res, seed=seed, workers=1, progress=False)
@@ -447,6 +451,7 @@ def main(argv=None) -> None:
                    help="trained rows with this joint (a, u) prior (shipped name or file); default: the problem files'")
     p.add_argument("--stand-in", nargs="*", default=[], choices=["poisson", "helmholtz", "darcy", "navier_stokes", "burgers"])
     p.add_argument("--n-test", type=int, default=4)
+    p.add_argument("--device", default="cpu", help="trained rows: run the sampler on this device (e.g. cuda)")
     p.add_argument("--test-seed", type=int, default=2, help="seed of the test samples (training data: seed 0)")
     p.add_argument("--val-seed", type=int, default=1, help="seed of the samples --tune uses")
     p.add_argument("--steps", type=int, default=None, help="trained prior: override the problem files' steps")
