@@ -108,7 +108,9 @@ def slice_metrics(rec: torch.Tensor, truth: torch.Tensor) -> dict:
     :func:`~scidiff.volumes.diagnostics.z_incoherence`."""
     rng = float(truth.max() - truth.min())
     rec, truth = rec.clamp(float(truth.min()), float(truth.max())), truth
-    out = {"psnr3d": 10 * torch.log10(rng**2 / (rec - truth).pow(2).mean()).item(), "z_incoh": z_incoherence(rec, truth)}
+    e2 = (rec - truth).pow(2)
+    out = {"psnr3d": 10 * torch.log10(rng**2 / e2.mean()).item(), "z_incoh": z_incoherence(rec, truth),
+           "air_share": (e2[truth == 0].sum() / e2.sum().clamp_min(1e-30)).item()}  # squared error outside the object
     for region, suffix in (("nonempty", ""), ("box", "_box")):
         out.update({f"{k}_psnr{suffix}": v for k, v in orientation_psnr(rec, truth, region=region).items()})
     v, t = rec[0, 0], truth[0, 0]
@@ -382,8 +384,9 @@ def summary(rows: list[dict]) -> None:
     inconsistency: the rest of the gap comes from what the slices of each orientation hold), the error's jumps
     between slices against ADMM-TV's (:func:`~scidiff.volumes.diagnostics.z_incoherence`), and time ratios."""
     print("\n| phantom | task | method | dB vs ADMM-TV (3D) | max gap axial vs coronal/sagittal, dB | gap - ADMM-TV's gap, dB | "
-          "object box: axial / coronal / sagittal, max gap | error z / in-plane, / ADMM-TV's | time / MBIR time |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "object box: axial / coronal / sagittal, max gap | error share in air | error z / in-plane, / ADMM-TV's | "
+          "time / MBIR time |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         same = [b for b in rows if b["phantom"] == r["phantom"] and b["task"] == r["task"]]
         base = next(b for b in same if b["method"] == "ADMM-TV")
@@ -392,7 +395,8 @@ def summary(rows: list[dict]) -> None:
         speed = f"{r['wall_s'] / mbir['wall_s']:.3f}" if mbir else "-"
         print(f"| {r['phantom']} | {r['task']} | {r['method']} | {r['psnr3d'] - base['psnr3d']:+.2f} | {gap:.2f} | "
               f"{gap - orientation_gap(base):+.2f} | {r['axial_psnr_box']:.2f} / {r['coronal_psnr_box']:.2f} / "
-              f"{r['sagittal_psnr_box']:.2f}, {orientation_gap(r, '_box'):.2f} | {r['z_incoh'] / base['z_incoh']:.2f} | {speed} |")
+              f"{r['sagittal_psnr_box']:.2f}, {orientation_gap(r, '_box'):.2f} | {r['air_share']:.3f} | "
+              f"{r['z_incoh'] / base['z_incoh']:.2f} | {speed} |")
 
 
 _MEMORY_CHILD = """
