@@ -49,7 +49,9 @@ from scidiff.inverse import admm_tv, dds, diffusion_mbir, fbp
 from scidiff.inverse.ensemble import posterior_ensemble
 from scidiff.likelihoods.volume import SliceMRI, SliceTomography
 from scidiff.volumes import random_ellipsoids, shepp_logan_3d
-from scidiff.volumes.diagnostics import BANDS, error_breakdown, psnr_of_mse, row_space, z_incoherence
+from scidiff.volumes.diagnostics import (
+    BANDS, ORIENTATIONS, error_breakdown, orientation_psnr, psnr_of_mse, row_space, z_incoherence,
+)
 from scidiff.volumes.pipeline import load_slice_prior
 
 TASKS = {
@@ -101,16 +103,21 @@ def phantom(name: str, depth: int, size: int) -> torch.Tensor:
 
 
 def slice_metrics(rec: torch.Tensor, truth: torch.Tensor) -> dict:
+    """3D PSNR, slice PSNR and SSIM per orientation over the slices that hold some object (``*_psnr``), slice PSNR
+    per orientation over the object's bounding box (``*_psnr_box``: the same voxels for all three), and
+    :func:`~scidiff.volumes.diagnostics.z_incoherence`."""
     rng = float(truth.max() - truth.min())
     rec, truth = rec.clamp(float(truth.min()), float(truth.max())), truth
-    out = {"psnr3d": 10 * torch.log10(rng**2 / (rec - truth).pow(2).mean()).item(), "z_incoh": z_incoherence(rec, truth)}
+    e2 = (rec - truth).pow(2)
+    out = {"psnr3d": 10 * torch.log10(rng**2 / e2.mean()).item(), "z_incoh": z_incoherence(rec, truth),
+           "air_share": (e2[truth == 0].sum() / e2.sum().clamp_min(1e-30)).item()}  # squared error outside the object
+    for region, suffix in (("nonempty", ""), ("box", "_box")):
+        out.update({f"{k}_psnr{suffix}": v for k, v in orientation_psnr(rec, truth, region=region).items()})
     v, t = rec[0, 0], truth[0, 0]
-    for name, dim in (("axial", 0), ("coronal", 1), ("sagittal", 2)):
-        a, b = v.movedim(dim, 0)[:, None], t.movedim(dim, 0)[:, None]
+    for name, axis in ORIENTATIONS.items():
+        a, b = v.movedim(axis - 2, 0)[:, None], t.movedim(axis - 2, 0)[:, None]
         keep = b.flatten(1).amax(1) > 0
         a, b = a[keep], b[keep]
-        mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-        out[f"{name}_psnr"] = (10 * torch.log10(rng**2 / mse)).mean().item()
         k = min(11, 2 * (min(a.shape[-2:]) // 2) - 1)  # Gaussian window 11 (Wang et al. 2004) unless slices are tiny
         out[f"{name}_ssim"] = ssim(a, b, data_range=rng, kernel_size=k, sigma=1.5 * k / 11).item()
     return out
@@ -208,8 +215,9 @@ def tune(args) -> None:
     solvers = {k: v for k, v in solvers.items() if not args.tune_methods or short(k) in args.tune_methods}
     slab = f", central {args.slab} slices" if args.slab else ""
     print(f"validation volume {args.val_phantom}, {args.depth} x {args.size} x {args.size}{slab}, {args.tune_task}\n")
-    print("| method | lam / |A|^2 | rho / |A|^2 | PSNR 3D | axial | coronal | sagittal | max gap | error z / in-plane | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| method | lam / |A|^2 | rho / |A|^2 | PSNR 3D | axial | coronal | sagittal | max gap | max gap, object box | "
+          "error z / in-plane | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     dds_best = None
     for name, fn in solvers.items():
         if name not in ("ADMM-TV", "DDS") and dds_best:  # around DDS's optimum (same ADMM problem)
@@ -219,11 +227,12 @@ def tune(args) -> None:
             rec, wall, _ = measure(lambda: fn(lam, rho))
             m = slice_metrics(rec, truth)
             print(f"| {name} | {lam:.3g} | {rho:.3g} | {m['psnr3d']:.2f} | {m['axial_psnr']:.2f} | {m['coronal_psnr']:.2f} | "
-                  f"{m['sagittal_psnr']:.2f} | {orientation_gap(m):.2f} | {m['z_incoh']:.2f} | {wall:.1f} |", flush=True)
+                  f"{m['sagittal_psnr']:.2f} | {orientation_gap(m):.2f} | {orientation_gap(m, '_box'):.2f} | "
+                  f"{m['z_incoh']:.2f} | {wall:.1f} |", flush=True)
             best = max(best or (m["psnr3d"], lam, rho), (m["psnr3d"], lam, rho))
         edge = " (on the grid's edge)" if name in ("ADMM-TV", "DDS") and (
             best[1] in (min(args.tune_lams), max(args.tune_lams)) or best[2] in (min(args.tune_rhos), max(args.tune_rhos))) else ""
-        print(f"| **{name} best{edge}** | {best[1]:.3g} | {best[2]:.3g} | {best[0]:.2f} | | | | | | |", flush=True)
+        print(f"| **{name} best{edge}** | {best[1]:.3g} | {best[2]:.3g} | {best[0]:.2f} | | | | | | | |", flush=True)
         if name == "DDS":
             dds_best = best
 
@@ -320,9 +329,11 @@ def ensemble(args) -> None:
         _save(args, f"ensemble_{name}", samples=s, truth=truth)
 
 
-def orientation_gap(m: dict) -> float:
-    """Largest shortfall of coronal or sagittal mean slice PSNR from axial, dB (slice inconsistency shows here)."""
-    return max(abs(m["axial_psnr"] - m["coronal_psnr"]), abs(m["axial_psnr"] - m["sagittal_psnr"]))
+def orientation_gap(m: dict, suffix: str = "") -> float:
+    """Largest difference of coronal or sagittal mean slice PSNR from axial, dB, over the slices that hold some
+    object (``suffix=""``) or over the object's bounding box (``"_box"``, the same voxels in every orientation)."""
+    ax = m[f"axial_psnr{suffix}"]
+    return max(abs(ax - m[f"coronal_psnr{suffix}"]), abs(ax - m[f"sagittal_psnr{suffix}"]))
 
 
 def speed(args) -> None:
@@ -373,8 +384,9 @@ def summary(rows: list[dict]) -> None:
     inconsistency: the rest of the gap comes from what the slices of each orientation hold), the error's jumps
     between slices against ADMM-TV's (:func:`~scidiff.volumes.diagnostics.z_incoherence`), and time ratios."""
     print("\n| phantom | task | method | dB vs ADMM-TV (3D) | max gap axial vs coronal/sagittal, dB | gap - ADMM-TV's gap, dB | "
-          "error z / in-plane, / ADMM-TV's | time / MBIR time |")
-    print("|---|---|---|---|---|---|---|---|")
+          "object box: axial / coronal / sagittal, max gap | error share in air | error z / in-plane, / ADMM-TV's | "
+          "time / MBIR time |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         same = [b for b in rows if b["phantom"] == r["phantom"] and b["task"] == r["task"]]
         base = next(b for b in same if b["method"] == "ADMM-TV")
@@ -382,7 +394,9 @@ def summary(rows: list[dict]) -> None:
         gap = orientation_gap(r)
         speed = f"{r['wall_s'] / mbir['wall_s']:.3f}" if mbir else "-"
         print(f"| {r['phantom']} | {r['task']} | {r['method']} | {r['psnr3d'] - base['psnr3d']:+.2f} | {gap:.2f} | "
-              f"{gap - orientation_gap(base):+.2f} | {r['z_incoh'] / base['z_incoh']:.2f} | {speed} |")
+              f"{gap - orientation_gap(base):+.2f} | {r['axial_psnr_box']:.2f} / {r['coronal_psnr_box']:.2f} / "
+              f"{r['sagittal_psnr_box']:.2f}, {orientation_gap(r, '_box'):.2f} | {r['air_share']:.3f} | "
+              f"{r['z_incoh'] / base['z_incoh']:.2f} | {speed} |")
 
 
 _MEMORY_CHILD = """

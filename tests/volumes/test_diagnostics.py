@@ -8,7 +8,8 @@ import torch
 
 from scidiff.likelihoods.volume import SliceMRI, SliceTomography
 from scidiff.volumes.diagnostics import (
-    edge_mask, error_bands, error_breakdown, range_null_split, row_space, slice_matrix, z_incoherence,
+    edge_mask, error_bands, error_breakdown, orientation_psnr, range_null_split, row_space, slice_matrix,
+    z_incoherence,
 )
 
 
@@ -105,6 +106,37 @@ def test_z_incoherence_separates_slice_jumps_from_3d_errors():
     assert z_incoherence((0.1 * f(y) + offsets)[None, None], truth) > 5
 
 
+def test_orientation_psnr_compares_the_same_voxels_in_the_object_box():
+    # An object flat in y (rows 2-5 of 8) in air, the same error size in every object voxel and none in air.
+    truth = torch.zeros(1, 1, 8, 8, 8)
+    truth[..., 2:6, :] = 1.0
+    rec = truth - 0.1 * (truth > 0)
+    # Over the slices holding some object, axial and sagittal slices keep half their voxels in air (error 0),
+    # coronal slices none: coronal scores 10 log10(2) dB lower with nothing differing between slices.
+    plain = orientation_psnr(rec, truth, region="nonempty")
+    assert plain["axial"] == pytest.approx(plain["sagittal"]) == pytest.approx(20 + 10 * math.log10(2), abs=1e-4)
+    assert plain["coronal"] == pytest.approx(20.0, abs=1e-4)
+    # The object's box: one voxel set, the same 20 dB in every orientation.
+    box = orientation_psnr(rec, truth)
+    assert box == pytest.approx({"axial": 20.0, "coronal": 20.0, "sagittal": 20.0}, abs=1e-4)
+
+
+def test_orientation_psnr_shows_slice_inconsistency_as_a_lower_coronal_and_sagittal():
+    # An error whose size changes from one axial slice to the next (c_k in slice k): each coronal or sagittal
+    # slice holds all of them, so it scores the PSNR of the mean square, below the mean of the axial PSNRs.
+    truth = torch.full((1, 1, 6, 6, 6), 0.2)
+    truth[..., 1::2] = 0.8
+    c = torch.tensor([0.01, 0.02, 0.05, 0.01, 0.03, 0.02])
+    sign = torch.where(truth > 0.5, -1.0, 1.0)
+    rec = truth + sign * c[:, None, None]
+    m = orientation_psnr(rec, truth)
+    peak2 = 0.6**2
+    assert m["axial"] == pytest.approx(float((10 * torch.log10(peak2 / c**2)).mean()), abs=1e-3)
+    coronal = 10 * math.log10(peak2 / float((c**2).mean()))
+    assert m["coronal"] == pytest.approx(coronal, abs=1e-3) and m["sagittal"] == pytest.approx(coronal, abs=1e-3)
+    assert m["axial"] - m["coronal"] > 1.0
+
+
 def test_errors(ct):
     op, _ = ct
     with pytest.raises(ValueError, match="too large"):
@@ -115,3 +147,9 @@ def test_errors(ct):
         z_incoherence(torch.zeros(1, 1, 2, 4, 4), torch.zeros(1, 1, 3, 4, 4))
     with pytest.raises(ValueError, match="volume"):
         edge_mask(torch.zeros(12, 12))
+    with pytest.raises(ValueError, match="one shape"):
+        orientation_psnr(torch.zeros(1, 1, 2, 4, 4), torch.zeros(1, 1, 3, 4, 4))
+    with pytest.raises(ValueError, match="region"):
+        orientation_psnr(torch.zeros(1, 1, 2, 4, 4), torch.ones(1, 1, 2, 4, 4), region="all")
+    with pytest.raises(ValueError, match="nonzero"):
+        orientation_psnr(torch.zeros(1, 1, 2, 4, 4), torch.zeros(1, 1, 2, 4, 4))

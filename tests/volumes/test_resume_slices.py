@@ -28,7 +28,7 @@ def test_schedule_warms_up_then_decays_along_a_cosine_to_lr_min(resume):
     start = _tiny(DiffusionPrior)
     torch.nn.init.normal_(next(start.precond.parameters()))
     model = resume.continued_prior(start, [1, 8, 8], lr=1e-3, lr_min=1e-5, warmup=10, steps=110, ema_decay=0.9)
-    assert type(model) is DiffusionPrior  # the library's schedule, no subclass
+    assert isinstance(model, DiffusionPrior) and model.train_seconds is None  # no time budget: the step schedule
     x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(model.ema(x, torch.ones(2)), start.precond(x, torch.ones(2)))  # both copies start there
     torch.testing.assert_close(model.precond(x, torch.ones(2)), start.precond(x, torch.ones(2)))
@@ -43,6 +43,17 @@ def test_schedule_warms_up_then_decays_along_a_cosine_to_lr_min(resume):
     assert lrs[60] == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5)  # half way along the cosine
     assert lrs[110] == pytest.approx(1e-5) and lrs[129] == pytest.approx(1e-5)  # floor, held after the schedule
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+
+
+def test_time_budget_moves_the_cosine_on_when_ahead_of_the_steps(resume):
+    model = resume.continued_prior(_tiny(DiffusionPrior), [1, 8, 8], lr=1e-3, lr_min=1e-5, warmup=10, steps=100_000,
+                                   ema_decay=0.9)
+    model.train_seconds = 100.0
+    model._t0 = resume.time.monotonic() - 50.0  # half the budget spent after 20 steps: half way along the cosine
+    assert model.lr_factor(20) == pytest.approx(1e-2 + (1 - 1e-2) * 0.5, abs=1e-3)
+    assert model.lr_factor(5) == pytest.approx(6 / 10)  # the warm-up is counted in steps only
+    model._t0 = resume.time.monotonic() - 200.0  # past the budget: the floor
+    assert model.lr_factor(20) == pytest.approx(1e-2)
 
 
 def test_export_keeps_the_sampling_weights_and_the_schedule(resume, tmp_path):
@@ -76,6 +87,31 @@ def test_transfer_to_another_slice_size_writes_a_prior_of_that_size(resume, tmp_
     assert 0 < float(new.norm_mean) < 2 and 0 < float(new.norm_std) < 2  # the slices' statistics, not the start's
     x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(new(x, 1.0)).all()
+
+
+def test_continuing_on_more_volumes_keeps_the_start_normaliser_and_saves_on_the_way(resume, tmp_path):
+    # Same slice size, twice the YAML's volumes: the weights keep seeing the data in their own units, and the
+    # periodic export (every 0 s: after each batch) leaves weights and a progress record before the end.
+    start = _tiny(DiffusionPrior)
+    start.set_normalizer([0.4], [0.6])
+    start_path = start.export(tmp_path / "start.safetensors")
+    cfg = tmp_path / "fit8.yaml"
+    cfg.write_text(
+        "model: {ema_decay: 0.9}\n"
+        "data:\n  generate: {name: phantom_slices, n_volumes: 1, res: 8, depth: 4, n_ellipsoids: 3, seed: 0}\n"
+        "  variables: [mu]\n  val_fraction: 0.25\n  batch_size: 4\n"
+    )
+    summary = resume.main(["--config", str(cfg), "--start", str(start_path), "--steps", "3", "--warmup", "1",
+                           "--n-volumes", "2", "--batch-size", "2", "--accelerator", "cpu", "--save-every", "0",
+                           "--ckpt-every", "0", "--max-seconds", "600", "--out", str(tmp_path / "out")])
+    assert summary["steps"] == 3 and summary["n_volumes"] == 2 and summary["slices_seen"] == 6
+    assert summary["n_train_slices"] + summary["n_val_slices"] == 8
+    new = DiffusionPrior.load(tmp_path / "out" / "ct_slices8.safetensors")
+    torch.testing.assert_close(new.norm_mean, torch.tensor([0.4]))
+    torch.testing.assert_close(new.norm_std, torch.tensor([0.6]))
+    progress = resume.json.loads((tmp_path / "out" / "progress.json").read_text())
+    assert progress["steps"] >= 1 and progress["slices_seen"] == 2 * progress["steps"]
+    assert not list((tmp_path / "out").rglob("*.ckpt"))
 
 
 def test_shipped_64_prior_runs_on_64_slices_and_has_a_card():
