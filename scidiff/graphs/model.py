@@ -309,20 +309,22 @@ class BlockDiffusion(nn.Module):
 def fit(model: BlockDiffusion, records: Sequence[Record], steps: int | None = None, seconds: float | None = None,
         batch_size: int = 32, lr: float = 5e-4, blocks_per_graph: int | None = None, seed: int = 0,
         progress: bool = False, warmup: int = 0, ema: float | None = None,
-        callback: Callable[[int, BlockDiffusion], None] | None = None, every: int = 0) -> dict:
+        callback: Callable[[int, BlockDiffusion], None] | None = None, every: int = 0,
+        stop: Callable[[int, float], bool] | None = None) -> dict:
     """Train with AdamW on random minibatches for ``steps`` steps or ``seconds`` of wall time (whichever ends
     first). ``warmup`` linearly ramps the learning rate over the first steps, then it stays constant, so a run
     stopped at step k is the same run as one asked for k steps. With ``ema`` (e.g. 0.999) an exponential moving
     average of the weights is kept and copied into ``model`` at the end (averaged weights sample better; Ho et
     al. 2020, Karras et al. 2022). ``callback(step, averaged_model)`` runs every ``every`` steps (checkpoints).
-    Returns ``{"steps", "graphs_seen", "seconds", "loss"}`` (loss = mean of the last 50 steps)."""
+    ``stop(step, elapsed_seconds)`` is asked before every step and ends the run when it returns True (it may
+    block, e.g. to keep two runs in step). Trains on the model's device. Returns ``{"steps", "graphs_seen", "seconds", "loss"}`` (loss = mean of the last 50 steps)."""
     import copy
     import time
 
     from tqdm.auto import tqdm
 
-    if steps is None and seconds is None:
-        raise ValueError("give steps or seconds")
+    if steps is None and seconds is None and stop is None:
+        raise ValueError("give steps, seconds or stop")
     if ema is not None and not 0.0 < ema < 1.0:
         raise ValueError(f"ema must lie in (0, 1), got {ema}")
     g = torch.Generator().manual_seed(seed)
@@ -332,7 +334,12 @@ def fit(model: BlockDiffusion, records: Sequence[Record], steps: int | None = No
     model.train()
     start, losses, step = time.perf_counter(), [], 0
     bar = tqdm(total=steps, disable=not progress, desc="fit")
-    while (steps is None or step < steps) and (seconds is None or time.perf_counter() - start < seconds):
+    def running() -> bool:
+        elapsed = time.perf_counter() - start
+        return ((steps is None or step < steps) and (seconds is None or elapsed < seconds)
+                and (stop is None or not stop(step, elapsed)))
+
+    while running():
         idx = torch.randint(len(records), (batch_size,), generator=g).tolist()
         loss = model.loss([records[i] for i in idx], generator=g, blocks_per_graph=blocks_per_graph)["loss"]
         opt.zero_grad()

@@ -12,9 +12,13 @@ by RDKit first and a :class:`InvalidMoleculeError` names the problem.
 from __future__ import annotations
 
 import torch
-from rdkit import Chem, RDLogger
 from torch import Tensor
 from torch_geometric.data import Data
+
+try:
+    from rdkit import Chem, RDLogger
+except ImportError:  # graphs featurised earlier (datasets.load_graphs) train and sample without RDKit
+    Chem = RDLogger = None
 
 #: Heavy atoms of the MOSES set (ZINC clean leads: C, N, S, O, F, Cl, Br with implicit H).
 MOSES_ATOMS = ("C", "N", "O", "S", "F", "Cl", "Br")
@@ -22,10 +26,17 @@ MOSES_ATOMS = ("C", "N", "O", "S", "F", "Cl", "Br")
 #: O 2, S 6, halogens 1. Used by the optional valence-constrained sampler.
 MAX_VALENCE = (4, 3, 2, 6, 1, 1, 1)
 #: Dense edge classes: 0 = no bond, then kekulised bond orders.
-BOND_TYPES = (None, Chem.BondType.SINGLE, Chem.BondType.DOUBLE, Chem.BondType.TRIPLE)
-_BOND_INDEX = {b: i for i, b in enumerate(BOND_TYPES) if b is not None}
+BOND_TYPES = (None, Chem.BondType.SINGLE, Chem.BondType.DOUBLE, Chem.BondType.TRIPLE) if Chem else None
+_BOND_INDEX = {b: i for i, b in enumerate(BOND_TYPES) if b is not None} if Chem else {}
 
-RDLogger.DisableLog("rdApp.*")  # parse failures are reported by our own errors, not on stderr
+if RDLogger is not None:
+    RDLogger.DisableLog("rdApp.*")  # parse failures are reported by our own errors, not on stderr
+
+
+def _need_rdkit(what: str) -> None:
+    if Chem is None:
+        raise ImportError(f"{what} needs RDKit (pip install rdkit); without it, train from graphs featurised "
+                          "elsewhere with scidiff.graphs.save_graphs / load_graphs")
 
 
 class InvalidMoleculeError(ValueError):
@@ -34,6 +45,7 @@ class InvalidMoleculeError(ValueError):
 
 def canonical_smiles(smiles: str) -> str:
     """RDKit canonical SMILES; raises :class:`InvalidMoleculeError` if RDKit cannot parse ``smiles``."""
+    _need_rdkit("canonical_smiles")
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
         raise InvalidMoleculeError(f"RDKit cannot parse the SMILES {smiles!r}")
@@ -48,6 +60,7 @@ def smiles_to_data(smiles: str, atoms: tuple[str, ...] = MOSES_ATOMS) -> Data:
     """
     if not isinstance(smiles, str):
         raise InvalidMoleculeError(f"expected a SMILES string, got {type(smiles).__name__}")
+    _need_rdkit("smiles_to_data")
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
         raise InvalidMoleculeError(f"RDKit cannot parse the SMILES {smiles!r}")
@@ -96,6 +109,7 @@ def types_to_mol(x: Tensor, adj: Tensor, atoms: tuple[str, ...] = MOSES_ATOMS) -
 
     ``adj`` must be symmetric with edge classes in ``0..3`` (no bond, single, double, triple).
     """
+    _need_rdkit("types_to_mol")
     x, adj = torch.as_tensor(x).long(), torch.as_tensor(adj).long()
     n = x.shape[0]
     if adj.shape != (n, n):

@@ -33,3 +33,26 @@ def test_splits_and_cached_dataset(tmp_path):
         SyntheticGraphs(tmp_path, name="grid")
     with pytest.raises(ValueError, match="unknown split"):
         SyntheticGraphs(tmp_path, name="planar", split="validation")
+
+
+def test_save_graphs_round_trip_and_format_check(tmp_path):
+    import torch
+
+    from scidiff.graphs import load_graphs, save_graphs, smiles_to_data
+    from scidiff.graphs.datasets import graph_to_data
+
+    graphs = [smiles_to_data("CC(=O)Nc1ccccc1"), smiles_to_data("O"), graph_to_data(community_small_graph(3))]
+    back = load_graphs(save_graphs(graphs, tmp_path / "g.safetensors"))
+    assert len(back) == 3
+    for d, e in zip(graphs, back):
+        assert int(e.num_nodes) == int(d.num_nodes)
+        assert torch.equal(e.edge_index, d.edge_index.long())
+        x = d.x.reshape(-1) if d.x is not None else torch.zeros(int(d.num_nodes), dtype=torch.long)
+        assert torch.equal(e.x, x.long())
+    with pytest.raises(ValueError, match="at least one graph"):
+        save_graphs([], tmp_path / "empty.safetensors")
+    from safetensors.torch import save_file
+    save_file({"a": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a graph file"):
+        load_graphs(tmp_path / "other.safetensors")
+

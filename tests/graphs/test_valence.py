@@ -128,5 +128,5 @@ def test_fit_checks_its_budget_and_ema():
     model = BlockDiffusion.from_records(recs, 7, 4, T=4, hidden=16, hidden_e=8, layers=1)
     with pytest.raises(ValueError, match="ema must lie in"):
         fit(model, recs, steps=1, ema=1.5)
-    with pytest.raises(ValueError, match="give steps or seconds"):
+    with pytest.raises(ValueError, match="give steps, seconds or stop"):
         fit(model, recs)
