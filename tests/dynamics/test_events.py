@@ -322,6 +322,8 @@ def test_event_smc_rejuvenation_restores_the_law_after_a_weight_collapse():
         assert moved["lineages"] > 2 * plain["lineages"]
     with pytest.raises(ValueError, match="twist_levels"):
         sample_event_smc(oracle, linear_event(a, b), (4, D), sigmas, twist_levels=0)
+    with pytest.raises(ValueError, match="target_acceptance"):
+        sample_event_smc(oracle, linear_event(a, b), (4, D), sigmas, rejuvenate=1, target_acceptance=1.0)
 
 
 def test_event_smc_says_when_no_particle_reaches_the_event():
