@@ -235,6 +235,68 @@ class EventConditionedDenoiser:
 
 
 @torch.no_grad()
+def event_mala_move(
+    cond: EventConditionedDenoiser,
+    x: Tensor,
+    sigma: float,
+    step: float,
+    *,
+    state: tuple[Tensor, Tensor, Tensor] | None = None,
+    twist_weight: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor], Tensor]:
+    """One Metropolis-adjusted Langevin move per particle at noise level ``sigma``, targeting ``p_sigma(x) psi(x)``.
+
+    ``psi = Phi(C(x0_hat)/s)^twist_weight`` is the event twist of :class:`EventConditionedDenoiser`, so the target's
+    score is the conditional denoiser's, ``(D(x) - x) / sigma^2 + grad log psi`` (Tweedie), and the proposal is the
+    Langevin step ``x' = x + eps score(x) + sqrt(2 eps) n`` with ``eps = step sigma^2`` (Roberts & Tweedie 1996).
+    The Metropolis ratio needs ``log p_sigma(x') - log p_sigma(x)``, which a score network does not give: it is the
+    line integral of the score from ``x`` to ``x'``, taken by the trapezoid rule (Sjöberg, Naesseth et al. 2023,
+    "MCMC-correction of score-based diffusion models for model composition"); exact when ``p_sigma`` is Gaussian,
+    with an error of third order in the jump otherwise. ``log psi`` enters exactly.
+
+    Used after resampling in :func:`sample_event_smc` (resample-move, Gilks & Berzuini 2001): the copies that
+    resampling makes of one particle move apart while the level's target is kept.
+
+    Args:
+        cond: the conditional denoiser (its ``sigma_max`` is not applied here: ``twist_weight=0`` turns the twist off).
+        x: ``(N, ...)`` particles in the denoiser's units.
+        state: ``(x0_hat, grad log psi, log psi)`` at ``x`` if already known (saves one network call).
+        generator: one ``torch.Generator`` for the whole batch.
+
+    Returns:
+        the moved particles, their ``(x0_hat, grad log psi, log psi)`` and the ``(N,)`` bool mask of accepted moves.
+    """
+    if not step > 0:
+        raise ValueError(f"the Langevin step must be positive, got {step}")
+
+    def twisted(z: Tensor):
+        x0, grad, log_phi = cond.guidance(z, sigma)
+        if twist_weight == 0.0:  # the prior alone (log Phi may be -inf far outside the event)
+            return x0, torch.zeros_like(grad), torch.zeros_like(log_phi)
+        return x0, twist_weight * grad, twist_weight * log_phi
+
+    x0, grad, log_psi = twisted(x) if state is None else state
+    eps, s2 = step * sigma**2, sigma**2
+    score = (x0 - x) / s2 + grad
+    proposal = x + eps * score + math.sqrt(2 * eps) * randn_like(x, generator)
+    x0_p, grad_p, log_psi_p = twisted(proposal)
+    score_p = (x0_p - proposal) / s2 + grad_p
+    jump = (proposal - x).flatten(1)
+    # log p_sigma(x') - log p_sigma(x): trapezoid rule for the prior's score along the segment
+    log_p = 0.5 * (jump * ((x0 - x) / s2 + (x0_p - proposal) / s2).flatten(1)).sum(1)
+    forward = (proposal - x - eps * score).flatten(1).square().sum(1)
+    backward = (x - proposal - eps * score_p).flatten(1).square().sum(1)
+    log_alpha = log_p + log_psi_p - log_psi + (forward - backward) / (4 * eps)
+    u = torch.rand(log_alpha.shape, generator=generator, device=generator.device if generator is not None else x.device)
+    accept = torch.log(u.to(log_alpha)) < log_alpha
+    keep = append_dims(accept, x.ndim)
+    moved = tuple(torch.where(append_dims(accept, a.ndim), b, a)
+                  for a, b in ((x0, x0_p), (grad, grad_p), (log_psi, log_psi_p)))
+    return torch.where(keep, proposal, x), moved, accept
+
+
+@torch.no_grad()
 def sample_event_smc(
     denoiser,
     event: EventFn,
@@ -249,6 +311,10 @@ def sample_event_smc(
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
+    twist_levels: int = 1,
+    rejuvenate: int = 0,
+    langevin_step: float = 0.5,
+    target_acceptance: float = 0.574,
     **guidance_kwargs,
 ) -> dict:
     """Event sampling corrected by sequential Monte Carlo: the paper's ``Phi(C(x0_hat)/s)`` as a twisting function.
@@ -284,7 +350,9 @@ def sample_event_smc(
         ``{"samples"`` (``N`` draws from the final weighted particles, in the denoiser's units), ``"particles"``,
         ``"log_weights"`` (normalised), ``"ess"`` (after each step, before resampling), ``"resampled"`` (number of
         resampling steps), ``"in_event"`` (share of final particles inside E), ``"log_evidence"`` (``log`` of the
-        estimate of ``P(E)``), ``"lineages"`` (distinct first-level ancestors of the final particles in E)``}``.
+        estimate of ``P(E)``), ``"lineages"`` (distinct first-level ancestors of the final particles in E),
+        ``"acceptance"`` (mean acceptance of the rejuvenation moves, NaN without them), ``"moves"`` (levels at which
+        particles were moved), ``"langevin_step"`` (the tuned step, in units of ``sigma^2``)``}``.
     """
     from ..kernels.particles import gather_particles, normalize_log_weights, resample, resample_if
 
@@ -294,19 +362,30 @@ def sample_event_smc(
     s = host_sigmas(sigmas)
     if s[-1] != 0.0 or len(s) < 3:
         raise ValueError("sigmas must hold at least two positive levels and end with 0")
-    def twist(x: Tensor, sigma: float):
-        # no twist above sigma_max: Phi = 1 there (the weights then pick up Phi where the twist starts)
-        x0, grad, log_phi = cond.guidance(x, sigma)
-        return (x0, grad, log_phi) if sigma <= cond.sigma_max else (x0, torch.zeros_like(grad), torch.zeros_like(log_phi))
+    if twist_levels < 1 or rejuvenate < 0:
+        raise ValueError(f"twist_levels must be >= 1 and rejuvenate >= 0; got {twist_levels} and {rejuvenate}")
+    if not 0 < target_acceptance < 1:
+        raise ValueError(f"target_acceptance must lie in (0, 1), got {target_acceptance}")
+    # the twist's exponent per level: 0 above sigma_max (Phi = 1 there), then rising to 1 over twist_levels levels
+    twisted_levels = [i for i, sig in enumerate(s[:-1]) if sig <= cond.sigma_max]
+    first = twisted_levels[0] if twisted_levels else len(s)
+    power = [min(1.0, (i - first + 1) / twist_levels) if i >= first else 0.0 for i in range(len(s) - 1)]
+
+    def twist(x: Tensor, i: int):
+        x0, grad, log_phi = cond.guidance(x, s[i])
+        if power[i] == 0.0:
+            return x0, torch.zeros_like(grad), torch.zeros_like(log_phi)
+        return x0, power[i] * grad, power[i] * log_phi
 
     x = randn(shape, generator, device=device, dtype=dtype) * s[0]
-    x0, grad, log_phi = twist(x, s[0])
+    x0, grad, log_phi = twist(x, 0)
     # the first level's target is p_0(x) Phi_0(x): particles drawn from p_0 carry the weight Phi_0
     log_w = log_phi.double()
     log_z = torch.zeros((), dtype=torch.float64, device=x.device)  # log of the estimate of P(E), before log_w
     origin = torch.arange(shape[0], device=x.device)
     log_n = math.log(shape[0])
     ess, resampled = [], []  # kept on the device, read once at the end (no host sync per level)
+    accepted, moves, log_step = [], 0, math.log(langevin_step)
     for i in tqdm(range(len(s) - 2), disable=not progress, desc="event SMC", leave=False):
         # the ancestral (DDPM posterior) step given x0_hat, in sigma space: mean x0 + (s'^2/s^2)(x - x0),
         # variance s'^2 h / s^2; the guided x0_hat + s^2 grad log Phi shifts the mean by h grad log Phi
@@ -319,7 +398,7 @@ def sample_event_smc(
             mean = x + (x0 - x) * (h / s[i] ** 2)
         shift = h * grad
         x_next = mean + shift + math.sqrt(var) * randn_like(x, generator)
-        x0_next, grad_next, log_phi_next = twist(x_next, s[i + 1])
+        x0_next, grad_next, log_phi_next = twist(x_next, i + 1)
         # log p(x'|x) - log q(x'|x), two Gaussians of variance var: (|x' - m_q|^2 - |x' - m_p|^2) / (2 var)
         noise = (x_next - mean - shift).flatten(1)
         log_ratio = (noise.square().sum(1) - (noise + shift.flatten(1)).square().sum(1)) / (2 * var)
@@ -333,6 +412,15 @@ def sample_event_smc(
         resampled.append(did)
         origin = origin[ancestors]
         x, x0, grad, log_phi = (gather_particles(t, ancestors) for t in (x_next, x0_next, grad_next, log_phi_next))
+        if rejuvenate and bool(did):  # resample-move: spread the copies at this level (one host sync)
+            moves += 1
+            for _ in range(rejuvenate):
+                x, (x0, grad, log_phi), ok = event_mala_move(cond, x, s[i + 1], math.exp(log_step),
+                                                             state=(x0, grad, log_phi), twist_weight=power[i + 1],
+                                                             generator=generator)
+                rate = float(ok.double().mean())
+                accepted.append(rate)
+                log_step += rate - target_acceptance
     inside = cond.event_value(x0) > 0
     log_w = log_w - log_phi.double() + torch.where(inside, 0.0, -math.inf).to(log_w)
     if not bool(inside.any()):
@@ -344,7 +432,9 @@ def sample_event_smc(
     return {"samples": draws, "particles": x0, "log_weights": log_w, "ess": torch.stack(ess).tolist(),
             "resampled": int(torch.stack(resampled).sum()) if resampled else 0,
             "in_event": float(inside.float().mean()), "log_evidence": float(log_z),
-            "lineages": int(origin[inside].unique().numel())}
+            "lineages": int(origin[inside].unique().numel()),
+            "acceptance": sum(accepted) / len(accepted) if accepted else math.nan, "moves": moves,
+            "langevin_step": math.exp(log_step)}
 
 
 def sample_event(

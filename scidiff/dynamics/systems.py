@@ -150,11 +150,13 @@ def simulate(
     burn_in: int | None = None,
     generator: Generator = None,
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> Tensor:
     """``n`` trajectories of ``steps`` saved states after a burn-in, ``(n, steps, dim)`` float64.
 
     With per-sample generators (:func:`~scidiff.diffusion.seeded_generators`) trajectory ``i`` does not depend on
-    ``n``: its initial state is drawn from its own generator and the integration is per-row.
+    ``n``: its initial state is drawn from its own generator and the integration is per-row. The initial states
+    are drawn on the host and integrated on ``device`` (e.g. ``"cuda"`` for millions of trajectories at once).
     """
     system = get_system(system) if isinstance(system, str) else system
     if n < 1:
@@ -164,7 +166,7 @@ def simulate(
     burn_in = system.burn_in if burn_in is None else int(burn_in)
     if burn_in < 0:
         raise ValueError(f"burn_in must be >= 0, got {burn_in}")
-    x = system.initial_states(n, generator)
+    x = system.initial_states(n, generator).to(device)
     for _ in range(burn_in):
         x = rk4_step(system.rhs, x, dt)
     return integrate(system.rhs, x, dt, steps, save_every, progress=progress)

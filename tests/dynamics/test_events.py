@@ -14,6 +14,7 @@ from scidiff.diffusion import karras_sigmas, sample_predictor_corrector, seeded_
 from scidiff.dynamics.events import (
     EventConditionedDenoiser,
     event_log_probability,
+    event_mala_move,
     guidance_calibration,
     linear_event,
     sample_event,
@@ -265,6 +266,64 @@ def test_event_smc_evidence_is_the_chains_event_probability():
     assert math.exp(late["log_evidence"]) == pytest.approx(p_chain, rel=0.3)
     assert twisted["resampled"] == 0 and late["resampled"] >= 1
     assert late["lineages"] < 0.5 * twisted["lineages"] and twisted["lineages"] <= 2000
+
+
+def _noised_conditional(n, sigma, seed, a, b, mu, sd, mean, cov):
+    """Exact draws of p_sigma(x | E) = p_sigma(x) P(E | x_sigma = x) / P(E): x0 | a.x0 > b, plus sigma n."""
+    *_, u_law = _truncated_moments(a, b, mu, sd, mean, cov)
+    g = torch.Generator().manual_seed(seed)
+    z = mean + torch.randn(n, D, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
+    u = torch.as_tensor(u_law.rvs(n, random_state=seed))
+    x0 = z + torch.outer(u - z @ a, cov @ a / sd**2)  # z conditioned on a . z = u (Gaussian regression)
+    return x0 + sigma * torch.randn(n, D, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 5.0])
+def test_event_mala_move_keeps_the_twisted_level_law_and_spreads_copies(sigma):
+    """For a Gaussian prior and a linear event the twist is exact, p_sigma Phi is the noised conditional law, and
+    the trapezoid rule is exact: MALA moves keep exact draws exact and take 40 copied points to that law."""
+    oracle, a, b, mu, sd, mean, cov = _problem(0.01)
+    cond = EventConditionedDenoiser(oracle, linear_event(a, b))
+    ref = _noised_conditional(20000, sigma, 1, a, b, mu, sd, mean, cov)
+    x = _noised_conditional(3000, sigma, 2, a, b, mu, sd, mean, cov)
+    copies = x[:30].repeat_interleave(100, 0)
+    g = torch.Generator().manual_seed(0)
+    rates = []
+    for _ in range(25):
+        x, _, ok = event_mala_move(cond, x, sigma, 0.3, generator=g)
+        copies, _, _ = event_mala_move(cond, copies, sigma, 0.3, generator=g)
+        rates.append(float(ok.double().mean()))
+    crit = 1.358 * math.sqrt(1 / 3000 + 1 / 20000)
+    for direction in (a, mean):
+        assert stats.ks_2samp((x @ direction).numpy(), (ref @ direction).numpy()).statistic < crit
+        assert stats.ks_2samp((copies @ direction).numpy(), (ref @ direction).numpy()).statistic < crit
+    assert 0.5 < sum(rates) / len(rates) < 0.999  # moves are proposed, and most are accepted
+    with pytest.raises(ValueError, match="Langevin step"):
+        event_mala_move(cond, x, sigma, 0.0)
+
+
+def test_event_smc_rejuvenation_restores_the_law_after_a_weight_collapse():
+    """A twist switched on late (sigma_max = 0.5) collapses the weights at once (minimum ESS of a few particles out
+    of 500): the final law of a . x is far from the truncated normal. Tempering the twist over five levels and ten
+    MALA moves after each resampling bring it within the KS critical value on two seeds."""
+    oracle, a, b, mu, sd, mean, cov = _problem(0.001)
+    *_, u_law = _truncated_moments(a, b, mu, sd, mean, cov)
+    sigmas = karras_sigmas(100, 0.002, 80.0)
+    for seed in (0, 1):
+        opts = dict(dtype=torch.float64, sigma_max=0.5)
+        plain = sample_event_smc(oracle, linear_event(a, b), (500, D), sigmas,
+                                 generator=torch.Generator().manual_seed(seed), **opts)
+        moved = sample_event_smc(oracle, linear_event(a, b), (500, D), sigmas, twist_levels=5, rejuvenate=10,
+                                 generator=torch.Generator().manual_seed(seed), **opts)
+        assert min(plain["ess"]) < 10 and math.isnan(plain["acceptance"]) and plain["moves"] == 0
+        assert stats.kstest((plain["samples"] @ a).numpy(), u_law.cdf).statistic > 0.12
+        assert stats.kstest((moved["samples"] @ a).numpy(), u_law.cdf).statistic < 1.358 / math.sqrt(500)
+        assert moved["moves"] >= 1 and 0.4 < moved["acceptance"] < 0.8
+        assert moved["lineages"] > 2 * plain["lineages"]
+    with pytest.raises(ValueError, match="twist_levels"):
+        sample_event_smc(oracle, linear_event(a, b), (4, D), sigmas, twist_levels=0)
+    with pytest.raises(ValueError, match="target_acceptance"):
+        sample_event_smc(oracle, linear_event(a, b), (4, D), sigmas, rejuvenate=1, target_acceptance=1.0)
 
 
 def test_event_smc_says_when_no_particle_reaches_the_event():

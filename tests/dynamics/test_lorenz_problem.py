@@ -112,3 +112,42 @@ def test_finetune_plain_mode_keeps_the_prior_units_when_the_data_law_moves():
     torch.testing.assert_close(dm.train_set.tensors[0][:, 2], (raw[:, 2] - 26.0) / 4.6)
     assert abs(float(raw[:, 2].mean()) - 26.0) > 0.1  # the data's own moments differ: the units are not theirs
     torch.testing.assert_close(dm.norm_std, prior.norm_std)
+
+
+def _pool_stage(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "problems/lorenz"))
+    import pool_stage
+
+    return pool_stage
+
+
+def test_pool_stage_cuts_each_chain_into_consecutive_windows(monkeypatch):
+    from scidiff.dynamics import simulate
+
+    pool_stage = _pool_stage(monkeypatch)
+    w = pool_stage.attractor_windows(5, 20, 8, 4, seed=3, device="cpu", chunk=2)  # chunks of 2, 2 and 1 chains
+    traj = simulate("lorenz63", 5, 20, generator=torch.Generator().manual_seed(3)).float()
+    per_chain = (20 - 8) // 4 + 1
+    assert w.shape == (5 * per_chain, 3, 8)
+    for c, k in [(0, 0), (1, 2), (4, per_chain - 1)]:  # chain-major: window k of chain c, in (variable, time)
+        torch.testing.assert_close(w[c * per_chain + k], traj[c, 4 * k:4 * k + 8].T)
+    with pytest.raises(ValueError, match="saved"):
+        pool_stage.attractor_windows(2, 6, 8, 4, seed=0, device="cpu")
+
+
+def test_pool_stage_trains_within_its_budget_and_writes_weights_and_record(monkeypatch, tmp_path):
+    import json
+
+    assets = ROOT / "scidiff" / "assets"
+    if not (assets / "lorenz63.safetensors").exists():
+        pytest.skip("no shipped Lorenz-63 prior")
+    pool_stage = _pool_stage(monkeypatch)
+    pool_stage.main(["--init", str(assets / "lorenz63.safetensors"), "--out", str(tmp_path), "--seconds", "6",
+                     "--margin", "0", "--min-steps", "3", "--chains", "8", "--saved", "96", "--stride", "16", "--val-chains", "0.25",
+                     "--quantiles", "0.5", "--shares", "0.5", "0.5", "--pe-samples", "4", "--batch-size", "4"])
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["steps"] >= 3 and record["windows_seen"] == 4 * record["steps"]
+    assert record["training_windows"] == 6 * 3 and record["held_out_windows"] == 2 * 3
+    assert record["after"]["val_loss"] != record["before"]["val_loss"]  # the EMA weights moved
+    prior = DiffusionPrior.load(tmp_path / "lorenz63.safetensors")
+    torch.testing.assert_close(prior.norm_mean, DiffusionPrior.pretrained("lorenz63").norm_mean)
