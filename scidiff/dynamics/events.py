@@ -315,6 +315,7 @@ def sample_event_smc(
     rejuvenate: int = 0,
     langevin_step: float = 0.5,
     target_acceptance: float = 0.574,
+    move_sigma_min: float = 0.0,
     **guidance_kwargs,
 ) -> dict:
     """Event sampling corrected by sequential Monte Carlo: the paper's ``Phi(C(x0_hat)/s)`` as a twisting function.
@@ -412,7 +413,7 @@ def sample_event_smc(
         resampled.append(did)
         origin = origin[ancestors]
         x, x0, grad, log_phi = (gather_particles(t, ancestors) for t in (x_next, x0_next, grad_next, log_phi_next))
-        if rejuvenate and bool(did):  # resample-move: spread the copies at this level (one host sync)
+        if rejuvenate and s[i + 1] >= move_sigma_min and bool(did):  # resample-move (one host sync)
             moves += 1
             for _ in range(rejuvenate):
                 x, (x0, grad, log_phi), ok = event_mala_move(cond, x, s[i + 1], math.exp(log_step),
