@@ -251,7 +251,7 @@ def event_mala_move(
     score is the conditional denoiser's, ``(D(x) - x) / sigma^2 + grad log psi`` (Tweedie), and the proposal is the
     Langevin step ``x' = x + eps score(x) + sqrt(2 eps) n`` with ``eps = step sigma^2`` (Roberts & Tweedie 1996).
     The Metropolis ratio needs ``log p_sigma(x') - log p_sigma(x)``, which a score network does not give: it is the
-    line integral of the score from ``x`` to ``x'``, taken by the trapezoid rule (Sjöberg, Naesseth et al. 2023,
+    line integral of the score from ``x`` to ``x'``, taken by the trapezoid rule (Sjöberg et al. 2023,
     "MCMC-correction of score-based diffusion models for model composition"); exact when ``p_sigma`` is Gaussian,
     with an error of third order in the jump otherwise. ``log psi`` enters exactly.
 
