@@ -17,7 +17,7 @@ event-conditioned law. Events are ``max_t x(t) > threshold`` with thresholds at 
    KS critical value uses the final effective sample size; ``smc_fine_cut``: a 96-level base chain;
    ``--smc-particles``: one run per particle count; each run also reports how many distinct first-level particles
    the final ones descend from, ``lineages``, and its estimate of the chain's P(E) goes to table 3;
-   ``smc_move_cut``: five MALA moves after each resampling). KS of
+   ``smc_move_cut``: five MALA moves after each resampling at sigma >= 0.3). KS of
    ``max_t x`` against the simulator's conditional law and against the prior's own conditional law
    (subset-simulation samples), the share of samples inside the event, RMS errors of the conditional mean and std
    trajectories (in marginal stds). Peers: rejection from the prior at equal wall time (the first pool samples that
@@ -75,11 +75,11 @@ SAMPLER_OPTIONS = {
     # the same with a finer reverse-SDE base chain (96 levels instead of --steps): the chain's own discretisation
     # error, which the weights do not correct, shrinks
     "smc_fine_cut": dict(levels=96),
-    # the same chain with five MALA moves after each resampling (resample-move): the copies that resampling makes
-    # move apart (sample_event_smc, event_mala_move). The trapezoid energy differences of a trained network are
-    # approximate: steps tuned to 90 % acceptance (at MALA's 57 % the tuned steps grow to ~5 sigma^2 and the weights
-    # collapse at every later level on this prior)
-    "smc_move_cut": dict(rejuvenate=5, target_acceptance=0.9, langevin_step=0.05),
+    # the same chain with five MALA moves after each resampling at sigma >= 0.3 (resample-move): the copies that
+    # resampling makes move apart (sample_event_smc, event_mala_move). The trapezoid energy differences of a trained
+    # network are approximate: steps tuned to 90 % acceptance (at MALA's 57 % the tuned steps grow to ~5 sigma^2),
+    # and no moves below sigma = 0.3 (moves at every level collapse the later weights on this prior, docs/events.md)
+    "smc_move_cut": dict(rejuvenate=5, target_acceptance=0.9, langevin_step=0.05, move_sigma_min=0.3),
 }
 
 

@@ -32,8 +32,9 @@ Run (one CPU thread, stops itself after ``--minutes``)::
     python problems/lorenz/finetune.py --init outputs/lorenz_attr2/lorenz63.safetensors --minutes 17 --tail \
         --n 192000 --data-seed 5000000 --lr 2e-4 --max-steps 4000 --shares 0.75 0.15 0.07 0.03 --out outputs/lorenz_s5
 
-The last is the shipped stage 5: a mild tail weighting (the windows between the 1 % and 0.1 % levels of ``max_t x``
-and those beyond 0.1 % get about 8 and 30 times their share of plain draws) on 192 000 fresh attractor windows.
+The last is stage 5: a mild tail weighting (the windows between the 1 % and 0.1 % levels of ``max_t x`` and those
+beyond 0.1 % get about 8 and 30 times their share of plain draws) on 192 000 fresh attractor windows. The shipped
+stage 6 continued it on an accelerator with the same weighting (``pool_stage.py``).
 """
 
 from __future__ import annotations

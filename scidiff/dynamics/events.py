@@ -251,7 +251,7 @@ def event_mala_move(
     score is the conditional denoiser's, ``(D(x) - x) / sigma^2 + grad log psi`` (Tweedie), and the proposal is the
     Langevin step ``x' = x + eps score(x) + sqrt(2 eps) n`` with ``eps = step sigma^2`` (Roberts & Tweedie 1996).
     The Metropolis ratio needs ``log p_sigma(x') - log p_sigma(x)``, which a score network does not give: it is the
-    line integral of the score from ``x`` to ``x'``, taken by the trapezoid rule (Sjöberg, Naesseth et al. 2023,
+    line integral of the score from ``x`` to ``x'``, taken by the trapezoid rule (Sjöberg et al. 2023,
     "MCMC-correction of score-based diffusion models for model composition"); exact when ``p_sigma`` is Gaussian,
     with an error of third order in the jump otherwise. ``log psi`` enters exactly.
 
@@ -315,6 +315,7 @@ def sample_event_smc(
     rejuvenate: int = 0,
     langevin_step: float = 0.5,
     target_acceptance: float = 0.574,
+    move_sigma_min: float = 0.0,
     **guidance_kwargs,
 ) -> dict:
     """Event sampling corrected by sequential Monte Carlo: the paper's ``Phi(C(x0_hat)/s)`` as a twisting function.
@@ -412,7 +413,7 @@ def sample_event_smc(
         resampled.append(did)
         origin = origin[ancestors]
         x, x0, grad, log_phi = (gather_particles(t, ancestors) for t in (x_next, x0_next, grad_next, log_phi_next))
-        if rejuvenate and bool(did):  # resample-move: spread the copies at this level (one host sync)
+        if rejuvenate and s[i + 1] >= move_sigma_min and bool(did):  # resample-move (one host sync)
             moves += 1
             for _ in range(rejuvenate):
                 x, (x0, grad, log_phi), ok = event_mala_move(cond, x, s[i + 1], math.exp(log_step),

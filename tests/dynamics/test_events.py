@@ -320,6 +320,9 @@ def test_event_smc_rejuvenation_restores_the_law_after_a_weight_collapse():
         assert stats.kstest((moved["samples"] @ a).numpy(), u_law.cdf).statistic < 1.358 / math.sqrt(500)
         assert moved["moves"] >= 1 and 0.4 < moved["acceptance"] < 0.8
         assert moved["lineages"] > 2 * plain["lineages"]
+    floor = sample_event_smc(oracle, linear_event(a, b), (200, D), sigmas, rejuvenate=2, move_sigma_min=1.0,
+                             generator=torch.Generator().manual_seed(0), **opts)
+    assert floor["moves"] == 0 and floor["resampled"] >= 1  # every resampling is below the floor
     with pytest.raises(ValueError, match="twist_levels"):
         sample_event_smc(oracle, linear_event(a, b), (4, D), sigmas, twist_levels=0)
     with pytest.raises(ValueError, match="target_acceptance"):
