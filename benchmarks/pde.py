@@ -56,6 +56,7 @@ from scidiff.pde.diffusionpde import (
     sample_diffusionpde,
 )
 from scidiff.pde.elliptic import _laplacian
+from scidiff.pde.exact import darcy_coefficient_posterior
 from scidiff.pde.problem import (
     DARCY_VALUES,
     guidance_likelihood,
@@ -185,7 +186,7 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
             pde, prior, aff, cfg, obs, a, u, task, label, zo, zp, steps, samples, table, args.n_test, form, zs)
         if weights is None:
             for j in range(args.n_test):
-                trained_baselines(pde, task, a[j], u[j], masks[j].numpy(), table)
+                trained_baselines(pde, task, a[j], u[j], masks[j].numpy(), table, args.exact_samples, j)
             zo, zps = float(cfg["guidance"][field]), pde_weights(cfg["guidance"])
             zs = float(cfg["guidance"].get("u_solved", 0.0) or 0.0) if task == "inverse" else 0.0
             solved_only = args.solved_only and zs
@@ -214,7 +215,24 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
     return chosen
 
 
-def trained_baselines(pde: str, task: str, a: np.ndarray, u: np.ndarray, mask: np.ndarray, table: Table) -> None:
+def exact_posterior_rows(a, u, mask, k: int, seed: int, table: Table) -> None:
+    """Darcy forward with the data's own law as the prior (``scidiff.pde.exact``: exact posterior draws of a given
+    its sparse values): the mean of the solver over ``k`` draws and over 2, and the error rate of their
+    majority vote. No learnt prior can beat the first in expectation; it says how far the data allow."""
+    t = time.perf_counter()
+    draws = darcy_coefficient_posterior(a, mask, k, generator=np.random.default_rng(seed))
+    u_draws = SOLVERS["darcy"](draws)
+    seconds = time.perf_counter() - t
+    label = "exact posterior of a (the data's GRF law) + solver"
+    table.add("darcy", "forward", f"{label}, mean of {k}", "rel. L2 of u", rel_l2(u_draws.mean(0), u), seconds,
+              f"{k} draws")
+    table.add("darcy", "forward", f"{label}, mean of 2", "rel. L2 of u", rel_l2(u_draws[:2].mean(0), u))
+    vote = threshold_darcy(draws.mean(0))
+    table.add("darcy", "forward", f"{label}, majority of {k}", "error rate of a", float((vote != a).mean()))
+
+
+def trained_baselines(pde: str, task: str, a: np.ndarray, u: np.ndarray, mask: np.ndarray, table: Table,
+                      exact: int = 0, seed: int = 0) -> None:
     """Forward: the solver with the true a (the floor) and interpolation of the sparse a + the solver (Darcy: the
     interpolant thresholded to {3, 12}). Inverse: interpolation of the sparse u (with the boundary data) as a
     reference for the sampled u, and for Poisson and Helmholtz that interpolant + the operator as the estimate of
@@ -227,6 +245,8 @@ def trained_baselines(pde: str, task: str, a: np.ndarray, u: np.ndarray, mask: n
         a_int = threshold_darcy(a_int) if pde == "darcy" else a_int
         table.add(pde, task, "interpolate a + solver", "rel. L2 of u", rel_l2(SOLVERS[pde](a_int), u),
                   time.perf_counter() - t)
+        if pde == "darcy" and exact:
+            exact_posterior_rows(a, u, mask, exact, seed, table)
     else:
         # u itself from its sparse values and the Dirichlet data u = 0 (a reference for the sampled u's error).
         edge = np.ones_like(mask, dtype=bool)
@@ -451,6 +471,8 @@ def main(argv=None) -> None:
                    help="trained rows with this joint (a, u) prior (shipped name or file); default: the problem files'")
     p.add_argument("--stand-in", nargs="*", default=[], choices=["poisson", "helmholtz", "darcy", "navier_stokes", "burgers"])
     p.add_argument("--n-test", type=int, default=4)
+    p.add_argument("--exact-samples", type=int, default=32,
+                   help="Darcy forward: exact posterior draws of a under the data's law (0: no such rows)")
     p.add_argument("--device", default="cpu", help="trained rows: run the sampler on this device (e.g. cuda)")
     p.add_argument("--test-seed", type=int, default=2, help="seed of the test samples (training data: seed 0)")
     p.add_argument("--val-seed", type=int, default=1, help="seed of the samples --tune uses")
