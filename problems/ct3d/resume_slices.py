@@ -20,7 +20,7 @@ Run (one CPU thread; stops itself after ``--max-minutes`` of training):
 On a GPU (``--accelerator auto`` picks it), with a wall-time budget that includes making the data:
 
     python problems/ct3d/resume_slices.py --config problems/ct3d/fit_slices64.yaml --start ct_slices64 \
-        --n-volumes 1000 --batch-size 256 --lr 2e-3 --warmup 100 --steps 100000 --max-seconds 400 --out $JOBOUT
+        --n-volumes 1000 --batch-size 256 --lr 2e-3 --warmup 100 --steps 100000 --max-seconds 400 --out outputs/ct3d_gpu
 
 With ``--max-seconds`` the cosine runs over whichever ends first, ``--steps`` or the time left for training
 (the larger of the step and the time fraction sets the rate, as in :func:`~scidiff.priors.warmup_cosine`), so a

@@ -123,4 +123,4 @@ def test_shipped_64_prior_runs_on_64_slices_and_has_a_card():
     with pytest.raises(ValueError, match="shape"):
         prior(torch.randn(1, 1, 32, 32), 0.5)
     card = Path(__import__("scidiff").__file__).parent / "assets" / "ct_slices64.md"
-    assert "600 steps" in card.read_text()
+    assert "1,647 steps" in card.read_text() and "H100" in card.read_text()
