@@ -67,17 +67,24 @@ def test_export_keeps_the_sampling_weights_and_the_schedule(resume, tmp_path):
     torch.testing.assert_close(loaded(x, 1.0), model.ema(x, torch.ones(2)))
 
 
-def test_transfer_to_another_slice_size_writes_a_prior_of_that_size(resume, tmp_path):
-    # An 8 x 8 prior continued on 16 x 16 slices: same weights to start, the new data's normaliser, a new name.
+def _start_and_config(tmp_path, mean, std, *, n_volumes, res):
+    """A tiny exported start prior with the given normaliser, and a training YAML of phantom slices."""
     start = _tiny(DiffusionPrior)
-    start.set_normalizer([5.0], [3.0])  # far from the slices' statistics, so a copied normaliser would show
+    start.set_normalizer(mean, std)
     start_path = start.export(tmp_path / "start.safetensors")
-    cfg = tmp_path / "fit16.yaml"
+    cfg = tmp_path / f"fit{res}.yaml"
     cfg.write_text(
         "model: {ema_decay: 0.9}\n"
-        "data:\n  generate: {name: phantom_slices, n_volumes: 2, res: 16, depth: 4, n_ellipsoids: 3, seed: 0}\n"
+        f"data:\n  generate: {{name: phantom_slices, n_volumes: {n_volumes}, res: {res}, depth: 4, n_ellipsoids: 3, seed: 0}}\n"
         "  variables: [mu]\n  val_fraction: 0.25\n  batch_size: 4\n"
     )
+    return start_path, cfg
+
+
+def test_transfer_to_another_slice_size_writes_a_prior_of_that_size(resume, tmp_path):
+    # An 8 x 8 prior continued on 16 x 16 slices: same weights to start, the new data's normaliser, a new name.
+    # the start's normaliser is far from the slices' statistics, so a copied normaliser would show
+    start_path, cfg = _start_and_config(tmp_path, [5.0], [3.0], n_volumes=2, res=16)
     summary = resume.main(["--config", str(cfg), "--start", str(start_path), "--steps", "2", "--warmup", "1",
                            "--max-minutes", "1", "--out", str(tmp_path / "out")])
     assert summary["steps"] == 2 and summary["shape"] == [1, 16, 16]
@@ -92,15 +99,7 @@ def test_transfer_to_another_slice_size_writes_a_prior_of_that_size(resume, tmp_
 def test_continuing_on_more_volumes_keeps_the_start_normaliser_and_saves_on_the_way(resume, tmp_path):
     # Same slice size, twice the YAML's volumes: the weights keep seeing the data in their own units, and the
     # periodic export (every 0 s: after each batch) leaves weights and a progress record before the end.
-    start = _tiny(DiffusionPrior)
-    start.set_normalizer([0.4], [0.6])
-    start_path = start.export(tmp_path / "start.safetensors")
-    cfg = tmp_path / "fit8.yaml"
-    cfg.write_text(
-        "model: {ema_decay: 0.9}\n"
-        "data:\n  generate: {name: phantom_slices, n_volumes: 1, res: 8, depth: 4, n_ellipsoids: 3, seed: 0}\n"
-        "  variables: [mu]\n  val_fraction: 0.25\n  batch_size: 4\n"
-    )
+    start_path, cfg = _start_and_config(tmp_path, [0.4], [0.6], n_volumes=1, res=8)
     summary = resume.main(["--config", str(cfg), "--start", str(start_path), "--steps", "3", "--warmup", "1",
                            "--n-volumes", "2", "--batch-size", "2", "--accelerator", "cpu", "--save-every", "0",
                            "--ckpt-every", "0", "--max-seconds", "600", "--out", str(tmp_path / "out")])
