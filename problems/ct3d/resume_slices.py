@@ -45,26 +45,9 @@ import torch
 import yaml
 
 from scidiff.data.datamodule import FieldDataModule
-from scidiff.priors import DiffusionPrior, warmup_cosine
+from scidiff.priors import DiffusionPrior
 
 HERE = Path(__file__).resolve().parent
-
-
-class TimedPrior(DiffusionPrior):
-    """A :class:`DiffusionPrior` whose cosine also advances with the spent share of ``train_seconds``."""
-
-    train_seconds: float | None = None
-
-    def on_train_start(self) -> None:
-        super().on_train_start()
-        self._t0 = time.monotonic()
-
-    def lr_factor(self, step: int) -> float:
-        hp = self.hparams
-        spent = 0.0
-        if self.train_seconds and hasattr(self, "_t0"):
-            spent = (time.monotonic() - self._t0) / self.train_seconds
-        return warmup_cosine(step, hp.lr_warmup_steps, hp.lr_decay_steps, hp.lr_final_fraction, progress=spent)
 
 
 class PeriodicExport(pl.Callback):
@@ -93,13 +76,13 @@ class PeriodicExport(pl.Callback):
 
 
 def continued_prior(start: DiffusionPrior, shape: list[int], *, lr: float, lr_min: float, warmup: int, steps: int,
-                    ema_decay: float) -> TimedPrior:
+                    ema_decay: float) -> DiffusionPrior:
     """A prior with ``start``'s network and weights (network and EMA copy) on slices of ``shape``, whose learning
     rate warms up over ``warmup`` steps to ``lr`` and then decays on a half cosine to ``lr_min`` at ``steps`` (or
-    at the end of its ``train_seconds``, if set and sooner)."""
+    at the end of its :attr:`~scidiff.priors.DiffusionPrior.train_seconds`, if set and sooner)."""
     hp = {**dict(start.hparams), "shape": shape, "ema_decay": ema_decay, "lr": lr, "lr_warmup_steps": warmup,
           "lr_decay_steps": steps, "lr_final_fraction": lr_min / lr}
-    model = TimedPrior(**hp)
+    model = DiffusionPrior(**hp)
     model.precond.load_state_dict(start.precond.state_dict())
     model.ema.load_state_dict(start.precond.state_dict())
     return model

@@ -48,33 +48,27 @@ import pytorch_lightning as pl
 
 from scidiff.data.datamodule import FieldDataModule
 from scidiff.data.weighted import OversampledDataModule
-from scidiff.priors import DiffusionPrior, warmup_cosine
+from scidiff.priors import DiffusionPrior
 
 
 class CosinePrior(DiffusionPrior):
-    """A :class:`DiffusionPrior` whose learning rate decays on a cosine over a step and a wall-time budget."""
+    """A :class:`DiffusionPrior` that keeps its normaliser when the fit starts (the weights were trained in its
+    units); the rate decays on the base class's cosine over ``lr_decay_steps`` and ``train_seconds``."""
 
-    max_steps: int = 4000
-    max_seconds: float = 1200.0
-    lr_final_fraction: float = 0.01
     keep_normalizer: bool = True
 
     def on_fit_start(self) -> None:
         if not self.keep_normalizer:
             super().on_fit_start()
-        self._t0 = time.monotonic()
-
-    def lr_factor(self, step: int) -> float:
-        elapsed = time.monotonic() - getattr(self, "_t0", time.monotonic())
-        return warmup_cosine(step, self.hparams.lr_warmup_steps, self.max_steps, self.lr_final_fraction,
-                             progress=elapsed / self.max_seconds)
 
 
-def build(init: str, lr: float, warmup: int, ema_decay: float) -> CosinePrior:
+def build(init: str, lr: float, warmup: int, ema_decay: float, max_steps: int | None = None) -> CosinePrior:
     """A :class:`CosinePrior` with ``init``'s configuration and weights in both the trained and the EMA copy."""
     shipped = DiffusionPrior.load(init)
     config = dict(shipped.hparams)
-    config.update(lr=lr, lr_warmup_steps=warmup, ema_decay=ema_decay)
+    config.update(lr=lr, lr_warmup_steps=warmup, ema_decay=ema_decay, lr_final_fraction=0.01)
+    if max_steps is not None:  # the cosine's length (the base class reads it); else the file's own
+        config["lr_decay_steps"] = max_steps
     prior = CosinePrior(**config)
     prior.precond.load_state_dict(shipped.precond.state_dict())
     prior.ema.load_state_dict(shipped.precond.state_dict())
@@ -116,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
 
     pl.seed_everything(0)
-    prior = build(a.init, a.lr, a.warmup, a.ema_decay)
-    prior.max_steps, prior.max_seconds = a.max_steps, 60 * a.minutes
+    prior = build(a.init, a.lr, a.warmup, a.ema_decay, a.max_steps)
+    prior.train_seconds = 60 * a.minutes
     data = data_module(a, prior)
     out = Path(a.out)
     trainer = pl.Trainer(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from typing import Any
 from pathlib import Path
 
@@ -59,6 +60,9 @@ class DiffusionPrior(pl.LightningModule):
     #: Check every input for NaN/inf: ``"cpu"`` (default) on host tensors only, where it costs no device sync;
     #: ``True`` everywhere (one host sync per network call on an accelerator); ``False`` never.
     validate_inputs: bool | str = "cpu"
+    #: Wall-time budget of a fit in seconds (not saved with the weights): the cosine of ``lr_decay_steps`` also
+    #: advances with the spent share of it, so a run of unknown speed stopped by ``max_time`` ends on the low rate.
+    train_seconds: float | None = None
 
     def __init__(
         self,
@@ -303,10 +307,18 @@ class DiffusionPrior(pl.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_train_start(self) -> None:
+        self._t0 = time.monotonic()  # the clock of train_seconds starts where Lightning's max_time does
+
     def lr_factor(self, step: int) -> float:
-        """Learning-rate multiplier at optimiser step ``step`` (subclasses may add a wall-time budget)."""
+        """Learning-rate multiplier at optimiser step ``step``: warm-up, then the cosine over ``lr_decay_steps``
+        or the spent share of :attr:`train_seconds`, whichever is further on."""
         hp = self.hparams
-        return warmup_cosine(step, hp.lr_warmup_steps, hp.get("lr_decay_steps"), hp.get("lr_final_fraction", 0.01))
+        spent = 0.0
+        if self.train_seconds and hasattr(self, "_t0"):
+            spent = (time.monotonic() - self._t0) / self.train_seconds
+        return warmup_cosine(step, hp.lr_warmup_steps, hp.get("lr_decay_steps"), hp.get("lr_final_fraction", 0.01),
+                             progress=spent)
 
     # --- files --------------------------------------------------------------------------------
     @classmethod

@@ -61,13 +61,14 @@ def test_finetune_starts_from_the_shipped_weights_and_decays_the_rate():
         torch.testing.assert_close(prior.precond.state_dict()[name], value)
         torch.testing.assert_close(prior.ema.state_dict()[name], value)
     torch.testing.assert_close(prior.norm_std, shipped.norm_std)
-    prior.max_steps, prior.max_seconds = 110, 100.0
-    prior.on_fit_start()
+    prior.hparams.lr_decay_steps, prior.train_seconds = 110, 100.0
+    prior.on_train_start()
+    floor = prior.hparams.lr_final_fraction
     assert prior.lr_factor(0) == pytest.approx(0.1) and prior.lr_factor(10) == pytest.approx(1.0, abs=1e-3)
-    assert prior.lr_factor(60) == pytest.approx(0.5 * (1 + prior.lr_final_fraction), abs=0.02)
-    assert prior.lr_factor(110) == pytest.approx(prior.lr_final_fraction)
+    assert prior.lr_factor(60) == pytest.approx(0.5 * (1 + floor), abs=0.02)
+    assert prior.lr_factor(110) == pytest.approx(floor)
     prior._t0 = time.monotonic() - 100.0  # out of wall time: the rate is at its floor whatever the step
-    assert prior.lr_factor(20) == pytest.approx(prior.lr_final_fraction)
+    assert prior.lr_factor(20) == pytest.approx(floor)
 
 
 def test_finetune_tail_mode_oversamples_max_x_in_the_shipped_units():
