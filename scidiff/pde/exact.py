@@ -60,11 +60,17 @@ def _truncated_normal(mean: np.ndarray, std: np.ndarray, positive: np.ndarray, r
     return sign * (sign * mean + std * z)
 
 
+def _jittered(cov: np.ndarray) -> np.ndarray:
+    """``cov`` plus a relative 1e-10 of its mean variance on the diagonal: nodes next to each other make ``C_OO``
+    nearly singular, and the precision and the kriging solve both need it finite."""
+    return cov + 1e-10 * np.trace(cov) / len(cov) * np.eye(len(cov))
+
+
 def gibbs_orthant(cov: np.ndarray, positive: np.ndarray, n: int, sweeps: int, rng) -> np.ndarray:
     """``n`` independent chains of ``N(0, cov)`` truncated to the orthant ``sign(g) = positive``, each run for
     ``sweeps`` Gibbs sweeps from a point inside the orthant; returns the last states, shape ``(n, m)``."""
     m = cov.shape[0]
-    q = np.linalg.inv(cov + 1e-10 * np.trace(cov) / m * np.eye(m))  # the precision; the jitter keeps it finite
+    q = np.linalg.inv(_jittered(cov))  # the precision
     cond_std = 1.0 / np.sqrt(np.diag(q))
     g = np.where(positive, 1.0, -1.0) * 0.1 * np.sqrt(np.diag(cov))[None, :] * np.ones((n, 1))
     for _ in range(sweeps):
@@ -109,7 +115,7 @@ def darcy_coefficient_posterior(
     c_oo = c_cols[nodes]
     g_o = gibbs_orthant(c_oo, values == a_high, int(n), int(sweeps), rng)
     f = grf_neumann(int(n), res, alpha, tau, generator=rng).reshape(int(n), -1)
-    weights = np.linalg.solve(c_oo + 1e-10 * np.trace(c_oo) / len(nodes) * np.eye(len(nodes)), (g_o - f[:, nodes]).T)
+    weights = np.linalg.solve(_jittered(c_oo), (g_o - f[:, nodes]).T)
     g = f + (c_cols @ weights).T
     g[:, nodes] = g_o  # the observed signs hold exactly (the solve reproduces them up to the jitter)
     return np.where(g >= 0, a_high, a_low).reshape(int(n), res, res)
