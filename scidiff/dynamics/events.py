@@ -234,6 +234,15 @@ class EventConditionedDenoiser:
         return x0 + self.scale * sig**2 * grad * (sig <= self.sigma_max)
 
 
+def _twisted(cond: EventConditionedDenoiser, x: Tensor, sigma: float, weight: float):
+    """``cond.guidance`` with the twist raised to ``weight``: ``(x0_hat, weight grad log Phi, weight log Phi)``;
+    ``weight = 0`` is the prior alone (zeros, since ``log Phi`` may be ``-inf`` far outside the event)."""
+    x0, grad, log_phi = cond.guidance(x, sigma)
+    if weight == 0.0:
+        return x0, torch.zeros_like(grad), torch.zeros_like(log_phi)
+    return x0, weight * grad, weight * log_phi
+
+
 @torch.no_grad()
 def event_mala_move(
     cond: EventConditionedDenoiser,
@@ -270,17 +279,11 @@ def event_mala_move(
     if not step > 0:
         raise ValueError(f"the Langevin step must be positive, got {step}")
 
-    def twisted(z: Tensor):
-        x0, grad, log_phi = cond.guidance(z, sigma)
-        if twist_weight == 0.0:  # the prior alone (log Phi may be -inf far outside the event)
-            return x0, torch.zeros_like(grad), torch.zeros_like(log_phi)
-        return x0, twist_weight * grad, twist_weight * log_phi
-
-    x0, grad, log_psi = twisted(x) if state is None else state
+    x0, grad, log_psi = _twisted(cond, x, sigma, twist_weight) if state is None else state
     eps, s2 = step * sigma**2, sigma**2
     score = (x0 - x) / s2 + grad
     proposal = x + eps * score + math.sqrt(2 * eps) * randn_like(x, generator)
-    x0_p, grad_p, log_psi_p = twisted(proposal)
+    x0_p, grad_p, log_psi_p = _twisted(cond, proposal, sigma, twist_weight)
     score_p = (x0_p - proposal) / s2 + grad_p
     jump = (proposal - x).flatten(1)
     # log p_sigma(x') - log p_sigma(x): trapezoid rule for the prior's score along the segment
@@ -373,10 +376,7 @@ def sample_event_smc(
     power = [min(1.0, (i - first + 1) / twist_levels) if i >= first else 0.0 for i in range(len(s) - 1)]
 
     def twist(x: Tensor, i: int):
-        x0, grad, log_phi = cond.guidance(x, s[i])
-        if power[i] == 0.0:
-            return x0, torch.zeros_like(grad), torch.zeros_like(log_phi)
-        return x0, power[i] * grad, power[i] * log_phi
+        return _twisted(cond, x, s[i], power[i])
 
     x = randn(shape, generator, device=device, dtype=dtype) * s[0]
     x0, grad, log_phi = twist(x, 0)
