@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
+from scidiff._files import atomic_path
 from scidiff.graphs import BlockDiffusion, MosesSubset, fit, load_graphs, load_model, prepare, save_graphs, save_model
 
 
@@ -42,9 +42,8 @@ class Lockstep:
         self.alone = False
 
     def _write(self, step: int, up: bool) -> None:
-        tmp = self.mine.with_name(self.mine.name + ".tmp")
-        tmp.write_text(f"{step} {int(up)}")
-        os.replace(tmp, self.mine)  # atomic: the peer never reads half a line
+        with atomic_path(self.mine) as tmp:  # the peer never reads half a line
+            Path(tmp).write_text(f"{step} {int(up)}")
 
     def _read(self) -> tuple[int, bool] | None:
         try:
