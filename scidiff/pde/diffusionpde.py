@@ -36,7 +36,7 @@ from ..inverse.posterior import Posterior
 from ..kernels.tv import gradient, gradient_adjoint
 from ..likelihoods.base import Likelihood
 from .burgers import burgers_residual
-from .elliptic import darcy_residual, helmholtz_residual, laplacian_power, poisson_residual, solve_darcy_torch
+from .elliptic import darcy_residual, helmholtz_residual, laplacian_power, poisson_residual, solve_elliptic_torch
 from .navier_stokes import ns_residual
 
 
@@ -175,36 +175,47 @@ class SparseObservation(Likelihood):
 
 
 class SolvedState:
-    """The joint Darcy state in physical units with the solution channel replaced by the solver's:
-    ``x -> (a, S(a))``, ``a`` = the state's coefficient (physical units, clipped to ``a_range``) and ``S`` the
-    reference solver (:func:`~scidiff.pde.elliptic.solve_darcy_torch`, differentiable by the adjoint state).
+    """The joint (a, u) state in physical units with the solution channel replaced by the solver's:
+    ``x -> (a, S(a))``, ``a`` = the state's coefficient (physical units; for Darcy clipped to ``a_range``) and
+    ``S`` the reference solver of ``pde`` (:func:`~scidiff.pde.elliptic.solve_elliptic_torch`: Darcy by the
+    adjoint state, Poisson and Helmholtz, linear in ``a``, by a second solve with the same LU factors).
 
     As the ``transform`` of a :class:`SparseObservation` of ``u`` (see :func:`solved_observation`) it scores the
     observed ``u`` against the solution *for the sampled coefficient*: the guidance then moves ``a`` only, with
     the gradient of the data misfit through the PDE (``u`` of the state is left to the prior), which is how the
-    inverse problem is posed in PDE-constrained optimisation (e.g. Plessix 2006). Clipping keeps the solver's
-    coefficient positive (early Tweedie estimates can leave the range of Darcy's two values).
+    inverse problem is posed in PDE-constrained optimisation (e.g. Plessix 2006). Clipping keeps Darcy's
+    coefficient positive (early Tweedie estimates can leave the range of its two values); ``a_range=None`` (the
+    linear PDEs, whose solve exists for any ``a``) does not clip. ``params``: the PDE's ``f`` (Darcy) or ``k``.
     """
 
-    def __init__(self, affine: ChannelAffine, a_range: tuple = (3.0, 12.0), f: float = 1.0):
+    def __init__(self, affine: ChannelAffine, a_range: tuple | None = (3.0, 12.0), f: float = 1.0,
+                 pde: str = "darcy", **params):
         if affine.scale.numel() != 2:
             raise ValueError(f"the joint state has 2 channels (a, u); the normaliser has {affine.scale.numel()}")
-        if not (len(a_range) == 2 and 0 < a_range[0] < a_range[1]):
+        if pde not in ("darcy", "poisson", "helmholtz"):
+            raise ValueError(f"solved observations need an elliptic PDE (darcy, poisson, helmholtz); got {pde!r}")
+        if a_range is None and pde == "darcy":
+            raise ValueError("Darcy's solve needs a positive coefficient: give a_range (lo, hi) with 0 < lo < hi")
+        if a_range is not None and not (len(a_range) == 2 and 0 < a_range[0] < a_range[1]):
             raise ValueError(f"a_range must be (lo, hi) with 0 < lo < hi, got {a_range}")
-        self.affine, self.a_range, self.f = affine, (float(a_range[0]), float(a_range[1])), float(f)
+        self.affine, self.f, self.pde, self.params = affine, float(f), pde, params
+        self.a_range = None if a_range is None else (float(a_range[0]), float(a_range[1]))
 
     def __call__(self, x: Tensor) -> Tensor:
-        a = self.affine.to_physical(x)[:, 0].clamp(*self.a_range)
-        return torch.stack([a, solve_darcy_torch(a, self.f)], 1)
+        a = self.affine.to_physical(x)[:, 0]
+        if self.a_range is not None:
+            a = a.clamp(*self.a_range)
+        return torch.stack([a, solve_elliptic_torch(self.pde, a, self.f, **self.params)], 1)
 
 
-def solved_observation(obs: SparseObservation, affine: ChannelAffine, a_range: tuple = (3.0, 12.0)) -> SparseObservation:
+def solved_observation(obs: SparseObservation, affine: ChannelAffine, a_range: tuple | None = (3.0, 12.0),
+                       pde: str = "darcy", **params) -> SparseObservation:
     """The observations of ``u`` in ``obs`` (one set or :meth:`SparseObservation.stack`-ed), scored on the
     solver's ``u`` for the state's coefficient (:class:`SolvedState`) instead of the state's ``u`` channel."""
     if obs.channel != 1:
         raise ValueError(f"solved observations are of the solution u (channel 1); these observe channel {obs.channel}")
     out = copy.copy(obs)
-    out.transform = SolvedState(affine, a_range)
+    out.transform = SolvedState(affine, a_range, pde=pde, **params)
     return out
 
 

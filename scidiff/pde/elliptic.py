@@ -17,6 +17,7 @@ true solution is about 1); this one keeps it.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -167,6 +168,39 @@ def solve_helmholtz(a, k: float = 1.0) -> np.ndarray:
     if not np.isfinite(k):
         raise ValueError(f"k must be finite, got {k}")
     return _solve_lap(a, float(k) ** 2)
+
+
+class _LaplaceSolve(torch.autograd.Function):
+    """``u = L^-1 a`` of :func:`_solve_lap` (``L = lap_h + k^2 I`` on the interior) with its exact gradient."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, k2: float) -> Tensor:
+        ctx.k2 = k2
+        return torch.as_tensor(_solve_lap(a.detach().cpu().double().numpy(), k2), dtype=a.dtype, device=a.device)
+
+    @staticmethod
+    def backward(ctx, grad_u: Tensor):
+        # The solve is linear and L symmetric: dL/da = L^-T dL/du = L^-1 dL/du on the interior, the same solve
+        # (same LU factors) of the incoming gradient; a's boundary nodes do not enter u (gradient 0 there).
+        lam = _solve_lap(grad_u.detach().cpu().double().numpy(), ctx.k2)
+        return torch.as_tensor(lam, dtype=grad_u.dtype, device=grad_u.device), None
+
+
+def solve_elliptic_torch(pde: str, a: Tensor, f: float = 1.0, k: float = 1.0) -> Tensor:
+    """The reference solver of ``pde`` (``darcy``: :func:`solve_darcy_torch` with source ``f``; ``poisson``,
+    ``helmholtz`` with wave number ``k``) for a torch batch ``a`` ``(B, n, n)``, differentiable in ``a``.
+
+    Poisson and Helmholtz are linear in ``a``: ``u = L^-1 a`` on the interior, so the gradient is exact, one more
+    solve with the LU factors of the forward pass (cached per grid and ``k``)."""
+    if pde == "darcy":
+        return solve_darcy_torch(a, f)
+    if pde not in ("poisson", "helmholtz"):
+        raise ValueError(f"solve_elliptic_torch: pde must be darcy, poisson or helmholtz; got {pde!r}")
+    check_fields({"a": a}, 3)
+    check_square(a, "a")
+    if not math.isfinite(k):
+        raise ValueError(f"k must be finite, got {k}")
+    return _LaplaceSolve.apply(a, float(k) ** 2 if pde == "helmholtz" else 0.0)
 
 
 def _laplacian(u: Tensor) -> Tensor:

@@ -175,7 +175,7 @@ def guidance_likelihood(pde: str, observations: dict, guidance: Mapping, sigmas,
     """DiffusionPDE's energy with the problem file's weights ``guidance: {a, u, pde, switch, late_obs_factor}``
     and the form of its PDE term (:func:`pde_term`).
 
-    ``u_solved`` (Darcy): the weight of a second term for an observed ``u``, scored on the reference solver's
+    ``u_solved``: the weight of a second term for an observed ``u``, scored on the reference solver's
     ``u`` for the sampled ``a`` (:func:`~scidiff.pde.diffusionpde.solved_observation`; it moves ``a`` only) on the
     schedule of the observation terms; ``u`` may then be 0 (no term on the sampled u channel)."""
     unknown = set(guidance) - set(GUIDANCE_KEYS)
@@ -187,10 +187,12 @@ def guidance_likelihood(pde: str, observations: dict, guidance: Mapping, sigmas,
             raise ValueError(f"guidance.{field} (the weight of the observed {field}) is missing")
         pairs.append((obs, float(guidance[field])))
     if guidance.get("u_solved"):
-        if pde != "darcy" or "u" not in observations:
-            raise ValueError("guidance.u_solved scores observed u through the Darcy solver: it needs pde: darcy "
-                             f"and an observed u; got pde {pde!r}, observed {sorted(observations)}")
-        pairs.append((solved_observation(observations["u"][0], aff, DARCY_VALUES), float(guidance["u_solved"])))
+        if "u" not in observations:
+            raise ValueError("guidance.u_solved scores observed u through the reference solver: it needs an "
+                             f"observed u; got pde {pde!r}, observed {sorted(observations)}")
+        a_range = DARCY_VALUES if pde == "darcy" else None  # the linear solves exist for any a
+        solved = solved_observation(observations["u"][0], aff, a_range, pde=pde, **dict(pde_params or {}))
+        pairs.append((solved, float(guidance["u_solved"])))
     pairs = [(o, w) for o, w in pairs if w != 0]
     return diffusionpde_likelihood(
         pairs, pde_term(pde, guidance, aff, pde_params), float(guidance.get("pde", 0.0)), sigmas,
