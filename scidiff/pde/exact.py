@@ -34,17 +34,60 @@ def _spectrum(res: int, alpha: float, tau: float) -> np.ndarray:
     return res * coef
 
 
-def grf_covariance_columns(nodes: np.ndarray, res: int, alpha: float = 2.0, tau: float = 3.0) -> np.ndarray:
-    """``C[:, nodes]`` of :func:`grf_neumann`'s field, shape ``(res * res, len(nodes))``; ``nodes`` are flat indices.
-
-    ``C e_i = L L^T e_i``: ``L^T`` is the orthonormal DCT followed by the scaling, ``L`` the scaling followed by the
-    orthonormal inverse DCT."""
+def grf_covariance_apply(v: np.ndarray, res: int, alpha: float = 2.0, tau: float = 3.0) -> np.ndarray:
+    """``C v`` for fields ``v`` ``(..., res, res)`` of :func:`grf_neumann`'s covariance ``C = L L^T``: ``L^T`` is
+    the orthonormal DCT followed by the scaling, ``L`` the scaling followed by the orthonormal inverse DCT."""
     scale2 = _spectrum(res, alpha, tau) ** 2
+    return sfft.idctn(scale2 * sfft.dctn(v, type=2, axes=(-2, -1), norm="ortho"), type=2, axes=(-2, -1), norm="ortho")
+
+
+def grf_covariance_columns(nodes: np.ndarray, res: int, alpha: float = 2.0, tau: float = 3.0) -> np.ndarray:
+    """``C[:, nodes]`` of :func:`grf_neumann`'s field, shape ``(res * res, len(nodes))``; ``nodes`` are flat indices."""
     unit = np.zeros((len(nodes), res * res))
     unit[np.arange(len(nodes)), nodes] = 1.0
-    unit = unit.reshape(-1, res, res)
-    cols = sfft.idctn(scale2 * sfft.dctn(unit, type=2, axes=(-2, -1), norm="ortho"), type=2, axes=(-2, -1), norm="ortho")
+    cols = grf_covariance_apply(unit.reshape(-1, res, res), res, alpha, tau)
     return cols.reshape(len(nodes), -1).T
+
+
+def linear_posterior_mean(
+    pde: str, values: np.ndarray, mask: np.ndarray, observed: str, *, k: float = 1.0, alpha: float = 2.0,
+    tau: float = 3.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exact posterior mean ``(E[a | y], E[u | y])`` of Poisson or Helmholtz pairs under the data's own law,
+    given the field ``observed`` (``"a"`` or ``"u"``) at the nodes of ``mask`` (``values``: the full field, of which
+    only the masked nodes are read).
+
+    The source ``a`` of :func:`scidiff.pde.datasets.make_dataset` is :func:`grf_neumann`'s zero-mean field with
+    covariance ``C``, and ``u = S a`` with ``S`` the linear solve (``lap_h + k^2 I`` on the interior, 0 on the
+    boundary; ``k = 0`` for Poisson). So ``(a, u)`` is jointly Gaussian and the observations ``y = P a`` or
+    ``y = P S a`` are linear: ``E[a | y] = C G^T (G C G^T)^+ y`` with ``G = P`` or ``P S`` (Gaussian conditioning,
+    e.g. Rasmussen & Williams 2006, eq. A.6), and ``E[u | y] = S E[a | y]``. It minimises the expected squared
+    error of either field: the floor of the benchmark's Poisson and Helmholtz rows. Noise-free observations; the
+    pseudo-inverse covers observed boundary values of u (always 0: they carry no information).
+    """
+    from .elliptic import solve_helmholtz, solve_poisson
+
+    if pde not in ("poisson", "helmholtz") or observed not in ("a", "u"):
+        raise ValueError(f"need pde poisson or helmholtz and observed a or u; got {pde!r}, {observed!r}")
+    values, mask = np.asarray(values, dtype=np.float64), np.asarray(mask, dtype=bool)
+    if values.ndim != 2 or values.shape[0] != values.shape[1] or mask.shape != values.shape:
+        raise ValueError(f"need a square field and a mask of its shape; got {values.shape} and {mask.shape}")
+    if not mask.any():
+        raise ValueError("the mask observes no node, so there is nothing to condition on")
+    if not np.isfinite(values[mask]).all():
+        raise ValueError("the observed values contain NaN or inf")
+    res, nodes = values.shape[0], np.flatnonzero(mask)
+    solve = solve_poisson if pde == "poisson" else (lambda f: solve_helmholtz(f, k))
+    unit = np.zeros((len(nodes), res * res))
+    unit[np.arange(len(nodes)), nodes] = 1.0
+    g_t = unit.reshape(-1, res, res)  # rows of G as fields: P^T, or S^T P^T = S P^T (S is symmetric)
+    if observed == "u":
+        g_t = solve(g_t)
+    c_g = grf_covariance_apply(g_t, res, alpha, tau).reshape(len(nodes), -1)  # rows of (C G^T)^T
+    gram = c_g @ g_t.reshape(len(nodes), -1).T  # G C G^T
+    a_mean = (np.linalg.pinv(gram, hermitian=True, rcond=1e-12) @ values[mask]) @ c_g
+    a_mean = a_mean.reshape(res, res)
+    return a_mean, solve(a_mean)
 
 
 def _truncated_normal(mean: np.ndarray, std: np.ndarray, positive: np.ndarray, rng) -> np.ndarray:
