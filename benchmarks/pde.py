@@ -16,8 +16,10 @@ time per case.
   ``h-1``, ``h-2``: the residual in weaker norms; see ``docs/pde.md``). Inverse rows also give the error of the
   sampled u, against interpolation of u; Darcy's inverse has the baseline "interpolate u + coefficient steps".
   Steps, samples and weights come from the problem files unless overridden; ``--trained darcy64`` runs at 64^2.
-  Darcy inverse weights with ``u_solved`` add the row "u through the solver" (the observed u scored on the solver's
-  u for the sampled a; ``--solved-only``: that row alone).
+  Inverse weights with ``u_solved`` add the row "u through the solver" (the observed u scored on the solver's
+  u for the sampled a; ``--solved-only``: that row alone; ``--tune --tune-solved W ...`` chooses the weight).
+  Poisson and Helmholtz rows also give the exact posterior mean under the data's own Gaussian law (the floor of
+  any prior's expected squared error; ``scidiff.pde.exact.linear_posterior_mean``).
 * ``--stand-in PDE ...``: the same comparison with a Gaussian fitted to generated training data as the prior (exact
   for the joint law of the linear PDEs up to the fit, only a rough prior for Darcy, Navier--Stokes and Burgers),
   so that the closed-form posterior mean is a reference. Navier--Stokes uses DiffusionPDE's pairs (w at t = 0,
@@ -56,7 +58,7 @@ from scidiff.pde.diffusionpde import (
     sample_diffusionpde,
 )
 from scidiff.pde.elliptic import _laplacian
-from scidiff.pde.exact import darcy_coefficient_posterior
+from scidiff.pde.exact import darcy_coefficient_posterior, linear_posterior_mean
 from scidiff.pde.problem import (
     DARCY_VALUES,
     guidance_likelihood,
@@ -211,6 +213,10 @@ def trained_rows(args, table: Table, weights: dict | None = None) -> dict:
                 # The best non-zero weight (the ablation runs without the PDE term anyway).
                 chosen[task]["pde"][form] = min((k for k in with_pde if k > 0), key=with_pde.get, default=0.0)
                 print(f"[{task}, {form}: errors without / with PDE: {with_pde}]", flush=True)
+            if task == "inverse" and args.tune_solved:  # the observed u through the solver, on top of zeta_u
+                solved = {zs: run(f"zeta_{field}={zo:g}, u_solved={zs:g}", zo, 0.0, "l2", zs) for zs in args.tune_solved}
+                print(f"[{task}, u_solved: errors without / with: {best[zo]} / {solved}]", flush=True)
+                chosen[task]["u_solved"] = min(solved, key=solved.get)
             print(f"[{task}: chosen {chosen[task]}]", flush=True)
     return chosen
 
@@ -260,6 +266,8 @@ def trained_baselines(pde: str, task: str, a: np.ndarray, u: np.ndarray, mask: n
             a_hat = threshold_darcy(coefficient_from_u(u_int)[1:-1, 1:-1])
             table.add(pde, task, "interpolate u + 5 coefficient steps (damping 1)", "error rate of a",
                       float((a_hat != a[1:-1, 1:-1]).mean()), time.perf_counter() - t)
+    if pde != "darcy":  # Poisson, Helmholtz: the data's law is Gaussian, its posterior mean is exact
+        linear_exact_rows(pde, task, a, u, mask, table)
     if task == "inverse" and pde != "darcy":
         t = time.perf_counter()
         u_int = interpolate(u, mask)
@@ -267,6 +275,20 @@ def trained_baselines(pde: str, task: str, a: np.ndarray, u: np.ndarray, mask: n
         a_hat = lap + (1.0 if pde == "helmholtz" else 0.0) * u_int[1:-1, 1:-1]
         table.add(pde, task, "interpolate u + operator", "rel. L2 of a (interior)", rel_l2(a_hat, a[1:-1, 1:-1]),
                   time.perf_counter() - t)
+
+
+def linear_exact_rows(pde: str, task: str, a: np.ndarray, u: np.ndarray, mask: np.ndarray, table: Table) -> None:
+    """Poisson and Helmholtz: the exact posterior mean under the data's own Gaussian law
+    (``scidiff.pde.exact.linear_posterior_mean``), the least expected squared error any prior can reach."""
+    t = time.perf_counter()
+    observed = "a" if task == "forward" else "u"
+    a_mean, u_mean = linear_posterior_mean(pde, a if observed == "a" else u, mask, observed)
+    seconds, label = time.perf_counter() - t, "exact posterior mean (the data's Gaussian law)"
+    if task == "forward":
+        table.add(pde, task, label, "rel. L2 of u", rel_l2(u_mean, u), seconds)
+    else:
+        table.add(pde, task, label, "rel. L2 of a (interior)", rel_l2(a_mean[1:-1, 1:-1], a[1:-1, 1:-1]), seconds)
+        table.add(pde, task, label, "rel. L2 of u", rel_l2(u_mean, u))
 
 
 def coefficient_from_u(u: np.ndarray, steps: int = 5, damping: float = 1.0) -> np.ndarray:
@@ -485,6 +507,8 @@ def main(argv=None) -> None:
                    help="test rows: weights from a --tuned-out file (default problems/<pde>/guidance_weights.json)")
     p.add_argument("--tune-obs-forward", type=float, nargs="+", default=[3.0, 10.0, 30.0])
     p.add_argument("--tune-obs-inverse", type=float, nargs="+", default=[3000.0, 10000.0, 30000.0])
+    p.add_argument("--tune-solved", type=float, nargs="*", default=[],
+                   help="--tune, inverse: u_solved weights to try (the observed u through the reference solver)")
     p.add_argument("--tune-pde", action="append", default=[], metavar="FORM=W1,W2,...",
                    help=f"PDE weights to try for a form (defaults: {TUNE_PDE})")
     p.add_argument("--pde-forms", nargs="*", default=["l2", "preconditioned"], choices=list(PDE_FORMS),
