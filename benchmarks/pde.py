@@ -392,10 +392,21 @@ def stand_in_data(name: str, args) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def stand_in_rows(name: str, args, table: Table) -> None:
+    """The Gaussian stand-in's exact posterior mean, then the guided sampler on the stand-in or, with
+    ``--learnt PRIOR``, on that trained prior (its own normaliser), for each ``--zeta-obs`` and ``--zeta-pde``."""
     train, test = stand_in_data(name, args)
-    prior, aff = stand_in_prior(train)
+    gauss, gauss_aff = stand_in_prior(train)
+    prior, aff, dtype = gauss, gauss_aff, torch.float64
+    if args.learnt:
+        from scidiff.priors import DiffusionPrior
+
+        prior = DiffusionPrior.from_name_or_path(args.learnt).eval().requires_grad_(False)
+        if tuple(prior.shape) != tuple(test.shape[1:]):
+            raise SystemExit(f"--learnt {args.learnt}: event shape {list(prior.shape)}, the {name} test fields "
+                             f"{list(test.shape[1:])}")
+        aff, dtype = prior_affine(prior), torch.float32
     steps = args.stand_in_steps
-    sigmas = karras_sigmas(steps)
+    sigmas = prior_sigmas(prior, steps) if args.learnt else karras_sigmas(steps)
     if name == "burgers":
         tasks = [("sensors", 0, 0)]  # observe 5 sensor columns of u(t, x), reconstruct the field
         pde = PDEResidual(joint_residual("burgers"), aff.to_physical)
@@ -420,18 +431,25 @@ def stand_in_rows(name: str, args, table: Table) -> None:
             obs = SparseObservation(values, torch.as_tensor(mask), channel=channel, transform=aff.to_physical)
             metric = metric_name(name, task, target)
             t = time.perf_counter()
-            est = exact_posterior_mean(prior, aff, values, mask, channel)
+            est = exact_posterior_mean(gauss, gauss_aff, values, mask, channel)
             score(table, name, task, "exact posterior mean (Gaussian prior)", metric, est[target], truth[target],
                   time.perf_counter() - t)
-            variants = [("DiffusionPDE, obs only", 0.0)] + ([("DiffusionPDE, obs + PDE", args.zeta_pde)] if pde else [])
-            zeta = args.zeta_obs * float(aff.scale[channel])  # = zeta / std(channel), see ZETA_OBS
-            for label, zp in variants:
-                lik = diffusionpde_likelihood([(obs, zeta)], pde, zp, sigmas)
+            variants = [(f"DiffusionPDE, obs only (zeta {zo:g})", zo, 0.0) for zo in args.zeta_obs]
+            if pde:
+                variants += [(f"DiffusionPDE, obs + PDE (zeta {zo:g}, zeta_pde {zp:g})", zo, zp)
+                             for zo in args.zeta_obs for zp in args.zeta_pde]
+            for label, zo, zp in variants:
+                lik = diffusionpde_likelihood([(obs, zo * float(aff.scale[channel]))], pde, zp, sigmas)  # ZETA_OBS
                 t = time.perf_counter()
-                post = sample_diffusionpde(prior, lik, (args.samples, *test.shape[1:]), sigmas, dtype=torch.float64,
+                post = sample_diffusionpde(prior, lik, (args.samples, *test.shape[1:]), sigmas, dtype=dtype,
                                            progress=False, generator=seeded_generators(range(args.samples)))
-                est = aff.to_physical(post.mean()[None].double())[0, target].numpy()
-                score(table, name, task, label, metric, est, truth[target], time.perf_counter() - t, steps)
+                x = aff.to_physical(post.samples.double())
+                seconds = time.perf_counter() - t
+                score(table, name, task, label, metric, x.mean(0)[target].numpy(), truth[target], seconds, steps)
+                if name == "burgers" and args.learnt:  # keep only the sampled u(t=0), take the rest from the solver
+                    solved = np.stack([solve_burgers(xi[0, 0].numpy()) for xi in x]).mean(0)
+                    score(table, name, task, label + ": each u(t=0) through the solver, mean", metric, solved,
+                          truth[0], 0.0)
 
 
 def metric_name(name, task, target) -> str:
@@ -524,8 +542,12 @@ def main(argv=None) -> None:
     p.add_argument("--stand-in-steps", type=int, default=60)
     p.add_argument("--n-train", type=int, default=2500, help="stand-in training samples (elliptic PDEs)")
     p.add_argument("--n-train-slow", type=int, default=600, help="stand-in training samples (NS, Burgers)")
-    p.add_argument("--zeta-obs", type=float, default=ZETA_OBS, help="stand-in observation weight (normalised units)")
-    p.add_argument("--zeta-pde", type=float, default=ZETA_PDE, help="stand-in PDE weight")
+    p.add_argument("--zeta-obs", type=float, nargs="+", default=[ZETA_OBS],
+                   help="stand-in observation weights to run (normalised units)")
+    p.add_argument("--zeta-pde", type=float, nargs="+", default=[ZETA_PDE], help="stand-in PDE weights to run")
+    p.add_argument("--learnt", default=None,
+                   help="--stand-in rows with this trained prior (name or file) in the sampler; the Gaussian's exact "
+                        "posterior mean stays as the reference (e.g. --stand-in burgers --learnt burgers32)")
     p.add_argument("--obs-fraction", type=float, default=0.03, help="observed share of the grid (paper: 500/128^2)")
     p.add_argument("--cache", default="outputs/bench_cache", help="folder for generated stand-in data ('' = none)")
     args = p.parse_args(argv)
@@ -555,7 +577,8 @@ def main(argv=None) -> None:
     for name in args.stand_in:  # one table per PDE, printed as soon as it is done
         table, t = Table(), time.perf_counter()
         stand_in_rows(name, args, table)
-        table.print(f"{name}: Gaussian stand-in prior, {args.n_test} test cases (seed {args.test_seed}) x {args.samples} "
+        what = f"trained prior {args.learnt}" if args.learnt else "Gaussian stand-in prior"
+        table.print(f"{name}: {what}, {args.n_test} test cases (seed {args.test_seed}) x {args.samples} "
                     f"samples, {args.stand_in_steps} Heun steps, {STAND_IN_RES.get(name, args.res)}^2; "
                     f"{time.perf_counter() - t:.0f} s in all")
 
