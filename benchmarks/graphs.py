@@ -124,7 +124,11 @@ def _properties() -> dict:
     overshoots past its optimum: the kind of target CGD is meant for."""
     from rdkit.Chem import QED, Crippen
 
-    return {"logp": ("logP", Crippen.MolLogP), "qed": ("QED", QED.qed)}
+    def qed_without_alerts(mol):  # as problems/moses_small/cgd_regressors.py: the alert term weighted 0
+        return QED.qed(mol, w=QED.WEIGHT_MEAN._replace(ALERTS=0.0))
+
+    return {"logp": ("logP", Crippen.MolLogP), "qed": ("QED", QED.qed),
+            "qed_noalerts": ("QED without alerts", qed_without_alerts)}
 
 
 def cgd(args) -> None:
