@@ -214,7 +214,7 @@ def cgd(args) -> None:
     for name, reg, w in runs:
         guide = property_guidance(reg, w) if reg is not None else None
         t0 = time.perf_counter()
-        graphs, _ = model.sample(args.cgd_samples, generator=torch.Generator().manual_seed(7), guidance=guide)
+        graphs, _ = model.sample(args.cgd_samples, generator=torch.Generator().manual_seed(args.cgd_seed), guidance=guide)
         rate = args.cgd_samples / (time.perf_counter() - t0)
         smiles = [types_to_smiles(x, a) for x, a in graphs]
         valid = [s for s in smiles if s is not None]
@@ -291,6 +291,7 @@ def main() -> None:
     p.add_argument("--cgd-quantile", type=float, default=0.6)
     p.add_argument("--cgd-steps", type=int, default=300)
     p.add_argument("--cgd-samples", type=int, default=128)
+    p.add_argument("--cgd-seed", type=int, default=7, help="sampling seed of every CGD-table row")
     p.add_argument("--cgd-weights", type=float, nargs="+", default=[3.0, 9.0])
     p.add_argument("--cgd-lambdas", type=float, nargs="+", default=[0.01, 0.1, 1.0],
                    help="CGD prior scales (lambda_s = lambda_d) tried; the best on the OOD validation split is used")
