@@ -29,6 +29,8 @@ ratios are against the first row. Usage (repository root):
     PYTHONPATH=. python benchmarks/graphs.py --only molecules --models one-shot=scidiff/assets/moses15.safetensors \
         corrected=scidiff/assets/moses15.safetensors --correctors corrected=1@30 --no-valence-rows
     PYTHONPATH=. python benchmarks/graphs.py --only cgd --cgd-model scidiff/assets/moses15.safetensors --cgd-samples 192
+    PYTHONPATH=. python benchmarks/graphs.py --only cgd --cgd-property qed --cgd-model moses15 \
+        --cgd-regressors outputs/cgd/qed/*.safetensors --cgd-weights 5 20
     PYTHONPATH=. python benchmarks/graphs.py --only graphs --graph-seconds 45
 """
 
@@ -122,20 +124,24 @@ def _properties() -> dict:
     overshoots past its optimum: the kind of target CGD is meant for."""
     from rdkit.Chem import QED, Crippen
 
-    return {"logp": ("logP", Crippen.MolLogP), "qed": ("QED", QED.qed)}
+    def qed_without_alerts(mol):  # as problems/moses_small/cgd_regressors.py: the alert term weighted 0
+        return QED.qed(mol, w=QED.WEIGHT_MEAN._replace(ALERTS=0.0))
+
+    return {"logp": ("logP", Crippen.MolLogP), "qed": ("QED", QED.qed),
+            "qed_noalerts": ("QED without alerts", qed_without_alerts)}
 
 
 def cgd(args) -> None:
     """Out-of-distribution property: regressors see only the lower ``--cgd-quantile`` of the training values of
     ``--cgd-property``; the context set is all training molecules without labels. Guidance pushes the property
-    up; we count how often valid samples land past the largest labelled value."""
+    up; we count how often valid samples land past the largest labelled value. Regressors are trained here
+    (``--cgd-steps``) or read from files written by ``problems/moses_small/cgd_regressors.py``
+    (``--cgd-regressors``; the best of each kind by out-of-distribution validation NLL is used)."""
     import numpy as np
     from rdkit import Chem
 
-    from scidiff.graphs.guidance import GraphRegressor, property_guidance, train_regressor
-    from scidiff.graphs.model import _pad, _target_masks
-
-    from scidiff.graphs.guidance import gaussian_nll
+    from scidiff.graphs.guidance import (GraphRegressor, gaussian_nll, load_regressor, noisy_inputs,
+                                         property_guidance, train_regressor)
 
     train = list(MosesSubset(split="train", max_heavy_atoms=args.max_atoms))
     if args.cgd_model:
@@ -153,23 +159,15 @@ def cgd(args) -> None:
     mean, std = values[lab].mean(), values[lab].std()
     g = torch.Generator().manual_seed(0)
 
-    def noisy(idx, gen=g):
-        """Noised molecules, one noise level per molecule (the paper's trainer draws t per point)."""
-        x0, a0, mask = _pad([(recs[i][0], recs[i][1]) for i in idx], model.n_max)
-        tgt, tgt_e = _target_masks(mask, torch.zeros(len(idx), dtype=torch.long))
-        t = torch.randint(1, model.T + 1, (len(idx),), generator=gen)
-        xt, et = model.noise(x0, a0, tgt, tgt_e, t, gen)
-        return (xt, et, mask, t)
-
     def labelled():
         idx = [lab[i] for i in torch.randint(len(lab), (64,), generator=g).tolist()]
-        return noisy(idx), (values[idx] - mean) / std, 0.0
+        return noisy_inputs(model, recs, idx, g), (values[idx] - mean) / std, 0.0
 
     def context():
-        inputs = noisy(torch.randint(len(recs), (64,), generator=g).tolist())
+        inputs = noisy_inputs(model, recs, torch.randint(len(recs), (64,), generator=g).tolist(), g)
         return inputs, inputs[3].double() / model.T
 
-    val_inputs = noisy(val, torch.Generator().manual_seed(2))
+    val_inputs = noisy_inputs(model, recs, val, torch.Generator().manual_seed(2))
     val_y = (values[val] - mean) / std
 
     print(f"\n### CGD: {prop_name} guidance out of distribution (labels only for {prop_name} <= {cut:.2f}, the "
@@ -179,30 +177,45 @@ def cgd(args) -> None:
     print("| regressor | setting | out-of-distribution validation NLL | mean prediction on it (standardised; "
           "truth %.2f) | train s |" % float(val_y.mean()))
     print("|---|---|---|---|---|")
-    grid = [("plain guidance", None, {"weight_decay": wd}, f"weight decay {wd:g}") for wd in args.plain_decays]
-    grid += [("CGD", context, {"lambda_s": lam, "lambda_d": lam, "weight_decay": 0.0}, f"lambda_s = lambda_d = {lam:g}")
-             for lam in args.cgd_lambdas]
     regs, best = {}, {}
-    for name, ctx, kw, setting in grid:
-        torch.manual_seed(0)
-        reg = GraphRegressor(7, 4, model.n_max, model.T)
-        t0 = time.perf_counter()
-        train_regressor(reg, labelled, ctx, steps=args.cgd_steps, lr=1e-3, n_train_batches=max(len(lab) // 64, 1), **kw)
-        reg.eval()
+    if args.cgd_regressors:
+        candidates = []
+        for path in args.cgd_regressors:
+            reg, meta = load_regressor(path)
+            if abs(meta.get("cut", cut) - cut) > 1e-4:
+                raise ValueError(f"{path} was trained with labels up to {meta['cut']:.4f}, this split cuts at {cut:.4f}")
+            name = "CGD" if meta["setting"].startswith("cgd") else "plain guidance"
+            candidates.append((name, reg, meta["setting"], meta.get("seconds", float("nan"))))
+    else:
+        candidates = []
+        grid = [("plain guidance", None, {"weight_decay": wd}, f"weight decay {wd:g}") for wd in args.plain_decays]
+        grid += [("CGD", context, {"lambda_s": lam, "lambda_d": lam, "weight_decay": 0.0},
+                  f"lambda_s = lambda_d = {lam:g}") for lam in args.cgd_lambdas]
+        for name, ctx, kw, setting in grid:
+            torch.manual_seed(0)
+            reg = GraphRegressor(7, 4, model.n_max, model.T)
+            t0 = time.perf_counter()
+            train_regressor(reg, labelled, ctx, steps=args.cgd_steps, lr=1e-3, n_train_batches=max(len(lab) // 64, 1), **kw)
+            candidates.append((name, reg.eval(), setting, time.perf_counter() - t0))
+    for name, reg, setting, secs in candidates:
         with torch.no_grad():
             mu, var, _ = reg(*val_inputs)
             nll = float(gaussian_nll(mu, var, val_y))
-        print(f"| {name} | {setting} | {nll:.3f} | {float(mu.mean()):.2f} | {time.perf_counter() - t0:.0f} |", flush=True)
+        print(f"| {name} | {setting} | {nll:.3f} | {float(mu.mean()):.2f} | {secs:.0f} |", flush=True)
         if nll < best.get(name, float("inf")):
             best[name], regs[name] = nll, reg
+    kinds = {"plain": "plain guidance", "cgd": "CGD"}
+    regs = {k: v for k, v in regs.items() if k in {kinds[c] for c in args.cgd_kinds}}
     print(f"\n| sampling | weight | validity | unique | mean {prop_name} | top-10% {prop_name} | valid samples beyond "
-          f"labels | valid and beyond / all samples | max {prop_name} |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"labels | valid and beyond / all samples | max {prop_name} | samples/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     runs = [("unguided", None, 0.0)] if not args.cgd_skip_unguided else []
     runs += [(n, r, w) for w in args.cgd_weights for n, r in regs.items()]
     for name, reg, w in runs:
         guide = property_guidance(reg, w) if reg is not None else None
-        graphs, _ = model.sample(args.cgd_samples, generator=torch.Generator().manual_seed(7), guidance=guide)
+        t0 = time.perf_counter()
+        graphs, _ = model.sample(args.cgd_samples, generator=torch.Generator().manual_seed(args.cgd_seed), guidance=guide)
+        rate = args.cgd_samples / (time.perf_counter() - t0)
         smiles = [types_to_smiles(x, a) for x, a in graphs]
         valid = [s for s in smiles if s is not None]
         vals = np.sort([prop(Chem.MolFromSmiles(s)) for s in valid])[::-1]
@@ -210,8 +223,8 @@ def cgd(args) -> None:
         top = vals[: max(len(vals) // 10, 1)].mean() if len(vals) else nan
         beyond = int((vals > cut).sum())
         print(f"| {name} | {w} | {len(valid) / len(smiles):.3f} | {len(set(valid)) / max(len(valid), 1):.3f} | "
-              f"{vals.mean() if len(vals) else nan:.2f} | {top:.2f} | {beyond / max(len(vals), 1):.3f} | "
-              f"{beyond / len(smiles):.3f} | {vals.max() if len(vals) else nan:.2f} |", flush=True)
+              f"{vals.mean() if len(vals) else nan:.3f} | {top:.3f} | {beyond / max(len(vals), 1):.3f} | "
+              f"{beyond / len(smiles):.3f} | {vals.max() if len(vals) else nan:.3f} | {rate:.2f} |", flush=True)
 
 
 #: SPECTRE-style sets for the MMD table: (generator keyword arguments, number of graphs, reverse steps T).
@@ -278,11 +291,16 @@ def main() -> None:
     p.add_argument("--cgd-quantile", type=float, default=0.6)
     p.add_argument("--cgd-steps", type=int, default=300)
     p.add_argument("--cgd-samples", type=int, default=128)
+    p.add_argument("--cgd-seed", type=int, default=7, help="sampling seed of every CGD-table row")
     p.add_argument("--cgd-weights", type=float, nargs="+", default=[3.0, 9.0])
     p.add_argument("--cgd-lambdas", type=float, nargs="+", default=[0.01, 0.1, 1.0],
                    help="CGD prior scales (lambda_s = lambda_d) tried; the best on the OOD validation split is used")
     p.add_argument("--plain-decays", type=float, nargs="+", default=[0.01, 0.1],
                    help="weight decays tried for the plain regressor; the best on the OOD validation split is used")
+    p.add_argument("--cgd-regressors", nargs="*", default=[],
+                   help="regressor files from problems/moses_small/cgd_regressors.py instead of training here")
+    p.add_argument("--cgd-kinds", nargs="+", default=["plain", "cgd"], choices=["plain", "cgd"],
+                   help="which guided rows to sample (e.g. one kind per process)")
     p.add_argument("--cgd-skip-unguided", action="store_true", help="no unguided row (e.g. a second process)")
     args = p.parse_args()
     torch.set_num_threads(1)

@@ -22,6 +22,8 @@ prior tight (strong regularisation); the paper tunes them on an out-of-distribut
 from __future__ import annotations
 
 import copy
+import json
+import time
 
 import torch
 import torch.nn.functional as F
@@ -65,20 +67,63 @@ class MLPRegressor(nn.Module):
         return mu, F.softplus(s) + 1e-4, h
 
 
+#: Implicit-hydrogen valence of the MOSES atom alphabet (C, N, O, S, F, Cl, Br) and the atoms' masses (with H 1.008).
+_H_VALENCE = (4.0, 3.0, 2.0, 2.0, 1.0, 1.0, 1.0)
+_MASS = (12.011, 14.007, 15.999, 32.06, 18.998, 35.45, 79.904)
+
+
+def descriptors(x1: Tensor, e1: Tensor, mask: Tensor) -> Tensor:
+    """Pooled, differentiable counts behind QED's terms (Bickerton et al. 2012: weight, logP, H-bond acceptors and
+    donors, polar surface, rotors, rings) from one-hot (or relaxed) atom types ``x1`` [B, N, 7] and bond classes
+    ``e1`` [B, N, N, 4] (none, single, double, triple): atom-type counts, bond-order counts, implicit hydrogens
+    (valence minus bond orders) in all and on N / O (donors), heavy atoms, ring count (bonds - atoms + 1) and
+    weight. Scaled to about unit size; returns [B, 15]. Gradients flow to ``x1`` and ``e1``, so regressor
+    guidance sees them."""
+    if x1.shape[-1] != len(_H_VALENCE) or e1.shape[-1] != 4:
+        raise ValueError(f"descriptors need the 7 MOSES atom types and 4 bond classes; got {x1.shape[-1]} and {e1.shape[-1]}")
+    m = mask.to(x1.dtype)
+    em = (m[:, :, None] * m[:, None, :]).unsqueeze(-1)
+    x1, e1 = x1 * m.unsqueeze(-1), e1 * em
+    order = e1 @ torch.arange(4, dtype=x1.dtype, device=x1.device)  # bond order per pair [B, N, N]
+    valence = x1 @ x1.new_tensor(_H_VALENCE)
+    h = F.relu(valence - order.sum(-1)) * m  # implicit hydrogens per atom
+    atoms = x1.sum(1)  # [B, 7]
+    bonds = e1[..., 1:].sum((1, 2)) / 2  # single / double / triple [B, 3]
+    n = m.sum(1, keepdim=True)
+    donors = (h * (x1[..., 1] + x1[..., 2])).sum(1, keepdim=True)
+    rings = bonds.sum(-1, keepdim=True) - n + 1
+    weight = (x1 @ x1.new_tensor(_MASS)).sum(1, keepdim=True) + 1.008 * h.sum(1, keepdim=True)
+    return torch.cat([atoms / 5, bonds / 5, h.sum(1, keepdim=True) / 10, donors / 3, n / 10, rings / 2, weight / 200], -1)
+
+
 class GraphRegressor(nn.Module):
-    """f(z_t, t) -> (mu, var, features) on noisy dense graphs (one-hot types as in :class:`BlockDiffusion`)."""
+    """f(z_t, t) -> (mu, var, features) on noisy dense graphs (one-hot types as in :class:`BlockDiffusion`).
+
+    With ``descriptors=True`` (MOSES alphabet only) a head MLP reads the transformer's graph vector together with
+    :func:`descriptors` of the noisy graph, and its last hidden layer is the feature vector CGD uses."""
 
     def __init__(self, num_node_types: int, num_edge_types: int, n_max: int, T: int, hidden: int = 32, hidden_e: int = 16,
-                 layers: int = 2):
+                 layers: int = 2, descriptors: bool = False, hidden_head: int = 64):
         super().__init__()
         self.kx, self.ke, self.n_max, self.T = num_node_types, num_edge_types, n_max, T
-        self.net = GraphTransformer(self.kx + 4, self.ke, 3, 1, 1, out_y=2, hidden=hidden, hidden_e=hidden_e,
-                                    layers=layers)
+        self.config = {"hidden": hidden, "hidden_e": hidden_e, "layers": layers, "descriptors": descriptors,
+                       "hidden_head": hidden_head}
+        self.net = GraphTransformer(self.kx + 4, self.ke, 3, 1, 1, out_y=0 if descriptors else 2, hidden=hidden,
+                                    hidden_e=hidden_e, layers=layers)
+        self.head = None
+        if descriptors:
+            self.head = nn.Sequential(nn.Linear(32 + 15 + 1, hidden_head), nn.SiLU(), nn.Linear(hidden_head, hidden_head),
+                                      nn.SiLU())
+            self.out = nn.Linear(hidden_head, 2)
 
     def forward_onehot(self, x1: Tensor, e1: Tensor, et: Tensor, mask: Tensor, t: Tensor):
         node_f, graph_f = structural_features(et, mask)
-        y = torch.cat([(t.float() / self.T).unsqueeze(-1), mask.sum(1, keepdim=True).float() / self.n_max, graph_f], -1)
+        tt = (t.float() / self.T).unsqueeze(-1)
+        y = torch.cat([tt, mask.sum(1, keepdim=True).float() / self.n_max, graph_f], -1)
         _, _, out, h = self.net(torch.cat([x1, node_f], -1), e1, y, mask, features=True)
+        if self.head is not None:
+            h = self.head(torch.cat([h, descriptors(x1, e1, mask), tt], -1))
+            out = self.out(h)
         mu, s = out.unbind(-1)
         return mu, F.softplus(s) + 1e-4, h
 
@@ -92,18 +137,21 @@ def gaussian_nll(mu: Tensor, var: Tensor, y: Tensor) -> Tensor:
 
 def train_regressor(regressor: nn.Module, labelled, context=None, *, steps: int, lr: float = 1e-3,
                     lambda_s: float = 1.0, lambda_d: float = 1.0, tau: float = 1.0, weight_decay: float = 0.0,
-                    n_train_batches: int = 1, seed: int = 0) -> list[float]:
+                    n_train_batches: int = 1, seed: int = 0, seconds: float | None = None) -> list[float]:
     """Fit ``regressor`` by Gaussian NLL on batches from ``labelled()`` -> (inputs, y, t in [0, 1]); with
     ``context()`` -> (inputs, t: a float or one per context point) also add the CGD penalty, scaled by
-    1 / (batch size * n_train_batches) as in the paper's trainer. ``inputs`` is a tuple passed to the regressor. Returns the loss history."""
+    1 / (batch size * n_train_batches) as in the paper's trainer. ``inputs`` is a tuple passed to the regressor.
+    ``seconds`` stops earlier on a wall-clock budget. Returns the loss history."""
     torch.manual_seed(seed)
     frozen = copy.deepcopy(regressor).requires_grad_(False)  # the "context model": random init, never trained
     for m in frozen.modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
     opt = torch.optim.AdamW(regressor.parameters(), lr=lr, weight_decay=weight_decay)
-    history = []
+    history, start = [], time.perf_counter()
     for _ in range(steps):
+        if seconds is not None and time.perf_counter() - start > seconds:
+            break
         inputs, y, _ = labelled()
         mu, var, _ = regressor(*inputs)
         loss = gaussian_nll(mu, var, y)
@@ -131,3 +179,66 @@ def property_guidance(regressor: GraphRegressor, weight: float):
         ge = (ge + ge.transpose(1, 2)) / 2
         return weight * gx * tgt.unsqueeze(-1), weight * ge * tgt_e.unsqueeze(-1)
     return guide
+
+
+def noisy_inputs(model, records, idx, generator: torch.Generator):
+    """Regressor inputs (z_t, E_t, mask, t) for the one-block ``records[idx]`` noised by ``model``'s forward
+    process, one level t ~ U{1..T} per molecule (guidance meets every level, so the regressor trains on all)."""
+    from .model import _pad, _target_masks
+
+    x0, a0, mask = _pad([(records[i][0], records[i][1]) for i in idx], model.n_max)
+    tgt, tgt_e = _target_masks(mask, torch.zeros(len(idx), dtype=torch.long))
+    t = torch.randint(1, model.T + 1, (len(idx),), generator=generator)
+    xt, et = model.noise(x0, a0, tgt, tgt_e, t, generator)
+    return xt, et, mask, t
+
+
+@torch.no_grad()
+def r_squared_by_noise(regressor: GraphRegressor, model, records, y: Tensor, levels, generator: torch.Generator,
+                       draws: int = 2) -> dict[int, float]:
+    """Coefficient of determination 1 - SSE / SST of the regressor's mean on ``records`` (labels ``y``, on the
+    regressor's scale) at each noise level t in ``levels``, pooled over ``draws`` noise draws per molecule."""
+    from .model import _pad, _target_masks
+
+    x0, a0, mask = _pad([(r[0], r[1]) for r in records], model.n_max)
+    tgt, tgt_e = _target_masks(mask, torch.zeros(len(records), dtype=torch.long))
+    out = {}
+    for level in levels:
+        err = 0.0
+        for _ in range(draws):
+            t = torch.full((len(records),), int(level))
+            xt, et = model.noise(x0, a0, tgt, tgt_e, t, generator)
+            err += float(((regressor(xt, et, mask, t)[0] - y) ** 2).sum())
+        out[int(level)] = 1.0 - err / (draws * float(((y - y.mean()) ** 2).sum()))
+    return out
+
+
+def save_regressor(regressor: GraphRegressor, path, info: dict | None = None):
+    """Weights as safetensors with the constructor arguments and ``info`` (labels' mean / std, training record) as
+    JSON metadata; :func:`load_regressor` rebuilds it without unpickling."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from .._files import atomic_path
+
+    config = {"num_node_types": regressor.kx, "num_edge_types": regressor.ke, "n_max": regressor.n_max,
+              "T": regressor.T, **regressor.config}
+    meta = {"format": "scidiff.graphs.GraphRegressor", "config": json.dumps(config), "info": json.dumps(info or {})}
+    with atomic_path(Path(path)) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in regressor.state_dict().items()}, tmp, metadata=meta)
+    return Path(path)
+
+
+def load_regressor(path) -> tuple[GraphRegressor, dict]:
+    """``(regressor in eval mode, info)`` from a file written by :func:`save_regressor`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != "scidiff.graphs.GraphRegressor":
+        raise ValueError(f"{path} is not a guidance regressor written by save_regressor (format {meta.get('format')!r})")
+    regressor = GraphRegressor(**json.loads(meta["config"]))
+    regressor.load_state_dict(load_file(str(path)))
+    return regressor.eval(), json.loads(meta.get("info", "{}"))
