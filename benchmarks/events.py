@@ -56,6 +56,7 @@ from scidiff.dynamics import (
     guidance_calibration,
     sample_event,
     sample_event_smc,
+    pool_event_smc,
     get_system,
     simulate,
     threshold_event,
@@ -80,6 +81,13 @@ SAMPLER_OPTIONS = {
     # network are approximate: steps tuned to 90 % acceptance (at MALA's 57 % the tuned steps grow to ~5 sigma^2),
     # and no moves below sigma = 0.3 (moves at every level collapse the later weights on this prior, docs/events.md)
     "smc_move_cut": dict(rejuvenate=5, target_acceptance=0.9, langevin_step=0.05, move_sigma_min=0.3),
+    # fewer resamplings at small sigma, where the twist's weight swings come from the denoiser's error: an ESS
+    # threshold of 0.1 below sigma = 0.3 (0.5 above), or a floor of 0.5 (units of x) on the twist's s
+    "smc_late_cut": dict(late_threshold=0.1, late_sigma=0.3),
+    "smc_floor_cut": dict(s_floor=0.5),
+    # four independent runs of a quarter of the particles each, pooled by their evidence (pool_event_smc)
+    "smc_pool_cut": dict(runs=4),
+    "smc_pool_late_cut": dict(runs=4, late_threshold=0.1, late_sigma=0.3),
 }
 
 
@@ -188,12 +196,19 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
         for name, n_run in runs:
             start = time.perf_counter()
             options = dict(SAMPLER_OPTIONS[name], sigma_max=sigma_cut if name.endswith("_cut") else math.inf)
-            levels = options.pop("levels", None)
+            levels, n_runs = options.pop("levels", None), options.pop("runs", 1)
             chain = sigmas if levels is None else karras_sigmas(levels, prior.hparams.sigma_min, prior.hparams.sigma_max)
             method = f"event sampler, {name}"
             if name.startswith("smc"):
-                smc = sample_event_smc(prior, event, (n_run, *shape), chain, transform=prior.denormalize,
-                                       generator=torch.Generator().manual_seed(seed), **options)
+                gen = torch.Generator().manual_seed(seed)
+                runs_out = [sample_event_smc(prior, event, (n_run // n_runs, *shape), chain, transform=prior.denormalize,
+                                             generator=gen, **options) for _ in range(n_runs)]
+                smc = runs_out[0] if n_runs == 1 else dict(
+                    pool_event_smc(runs_out, generator=gen, num_samples=n_run),
+                    resampled=sum(r["resampled"] for r in runs_out), moves=0)
+                if n_runs > 1:  # the ESS trace: the pooled final ESS after each run's own minimum
+                    smc["ess"] = [min(min(r["ess"]) for r in runs_out), smc["ess"]]
+                    method += f", {n_runs} runs pooled"
                 x = smc["samples"]  # n_run draws from the weighted particles (repeats where weights are uneven)
                 method += (f", {n_run} particles, {len(chain) - 1} levels (final ESS {smc['ess'][-1]:.0f}, "
                            f"min {min(smc['ess']):.0f}, {smc['resampled']} resamplings, {smc['lineages']} lineages"
