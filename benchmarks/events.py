@@ -92,6 +92,7 @@ SAMPLER_OPTIONS = {
     # threshold of 0.1 below sigma = 0.3 (0.5 above), or a floor of 0.5 (units of x) on the twist's s
     "smc_late_cut": dict(late_threshold=0.1, late_sigma=0.3),
     "smc_floor_cut": dict(s_floor=0.5),
+    "smc_floor1_cut": dict(s_floor=1.0),
     # four independent runs of a quarter of the particles each, pooled by their evidence (pool_event_smc)
     "smc_pool_cut": dict(runs=4),
     "smc_pool_late_cut": dict(runs=4, late_threshold=0.1, late_sigma=0.3),
@@ -220,8 +221,11 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
                     smc["ess"] = [min(min(r["ess"]) for r in runs_out), smc["ess"]]
                     method += f", {n_runs} runs pooled"
                 x = smc["samples"]  # n_run draws from the weighted particles (repeats where weights are uneven)
+                # the level where the ESS is lowest (ess[i] is after the step to chain[i + 1]; the last is at 0)
+                worst = min(range(len(runs_out[0]["ess"])), key=runs_out[0]["ess"].__getitem__)
                 method += (f", {n_run} particles, {len(chain) - 1} levels (final ESS {smc['ess'][-1]:.0f}, "
-                           f"min {min(smc['ess']):.0f}, {smc['resampled']} resamplings, {smc['lineages']} lineages"
+                           f"min {min(smc['ess']):.0f} (at sigma {float(chain[min(worst + 1, len(chain) - 1)]):.2g}), "
+                           f"{smc['resampled']} resamplings, {smc['lineages']} lineages"
                            + (f", {smc['moves']} x {options['rejuvenate']} moves accepted at {smc['acceptance']:.2f}"
                               if smc["moves"] else "") + ")")
                 out["estimates"].append({"event": label, "p_mc": p_mc, "value": math.exp(smc["log_evidence"]),
