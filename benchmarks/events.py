@@ -1,4 +1,5 @@
-"""Event sampling and event probabilities on the Lorenz-63 trajectory prior, against Monte Carlo truth.
+"""Event sampling and event probabilities on the Lorenz-63 (or FitzHugh-Nagumo) trajectory prior, against Monte
+Carlo truth.
 
 Truth: many trajectories from the simulator itself (``scidiff.dynamics.simulate``): the event frequency and the
 event-conditioned law. Events are ``max_t x(t) > threshold`` with thresholds at the simulator's quantiles of
@@ -17,7 +18,9 @@ event-conditioned law. Events are ``max_t x(t) > threshold`` with thresholds at 
    KS critical value uses the final effective sample size; ``smc_fine_cut``: a 96-level base chain;
    ``--smc-particles``: one run per particle count; each run also reports how many distinct first-level particles
    the final ones descend from, ``lineages``, and its estimate of the chain's P(E) goes to table 3;
-   ``smc_move_cut``: five MALA moves after each resampling at sigma >= 0.3). KS of
+   ``smc_move_cut``: five MALA moves after each resampling at sigma >= 0.3; ``smc_late_cut``: an ESS threshold of
+   0.1 instead of 0.5 below sigma = 0.3; ``smc_floor_cut``: the twist's ``s`` floored at 0.5; ``smc_pool_cut``:
+   four runs of a quarter of the particles pooled by their evidence, ``pool_event_smc``). KS of
    ``max_t x`` against the simulator's conditional law and against the prior's own conditional law
    (subset-simulation samples), the share of samples inside the event, RMS errors of the conditional mean and std
    trajectories (in marginal stds). Peers: rejection from the prior at equal wall time (the first pool samples that
@@ -33,7 +36,9 @@ Tolerances (stated, not asserted): a KS distance passes when below the two-sampl
 ``1.358 sqrt((n + m) / (n m))`` (n samples against m simulator trajectories; for MCMC samples the effective n is
 smaller, so the value is optimistic); P(E) passes within a factor of 3 (rare events) or 10 % (the 50 % event).
 
-Run: ``OMP_NUM_THREADS=1 python benchmarks/events.py`` (the shipped prior) or ``--prior path.safetensors``.
+Run: ``OMP_NUM_THREADS=1 python benchmarks/events.py`` (the shipped prior) or ``--prior path.safetensors``;
+``--system fitzhugh_nagumo`` for the FitzHugh-Nagumo prior (events on ``max_t v1``; the simulator is slower, so
+``--n-mc 10000``).
 """
 
 from __future__ import annotations
@@ -56,12 +61,15 @@ from scidiff.dynamics import (
     guidance_calibration,
     sample_event,
     sample_event_smc,
+    pool_event_smc,
     get_system,
     simulate,
     threshold_event,
 )
 from scidiff.dynamics.evaluation import ks_critical
 from scidiff.priors import DiffusionPrior
+
+SHIPPED = {"lorenz63": "lorenz63", "fitzhugh_nagumo": "fhn"}  # system -> shipped prior
 
 SAMPLER_OPTIONS = {
     "heun": dict(sampler="heun"),
@@ -80,20 +88,30 @@ SAMPLER_OPTIONS = {
     # network are approximate: steps tuned to 90 % acceptance (at MALA's 57 % the tuned steps grow to ~5 sigma^2),
     # and no moves below sigma = 0.3 (moves at every level collapse the later weights on this prior, docs/events.md)
     "smc_move_cut": dict(rejuvenate=5, target_acceptance=0.9, langevin_step=0.05, move_sigma_min=0.3),
+    # fewer resamplings at small sigma, where the twist's weight swings come from the denoiser's error: an ESS
+    # threshold of 0.1 below sigma = 0.3 (0.5 above), or a floor of 0.5 (units of x) on the twist's s
+    "smc_late_cut": dict(late_threshold=0.1, late_sigma=0.3),
+    "smc_floor_cut": dict(s_floor=0.5),
+    "smc_floor1_cut": dict(s_floor=1.0),
+    # four independent runs of a quarter of the particles each, pooled by their evidence (pool_event_smc)
+    "smc_pool_cut": dict(runs=4),
+    "smc_pool_late_cut": dict(runs=4, late_threshold=0.1, late_sigma=0.3),
 }
 
 
-def monte_carlo(n: int, steps: int, seed: int, burn_in: int | None = None, cache: str | None = None) -> torch.Tensor:
+def monte_carlo(n: int, steps: int, seed: int, burn_in: int | None = None, cache: str | None = None,
+                system: str = "lorenz63") -> torch.Tensor:
     """``(n, variables, time)`` trajectories from the simulator, in physical units.
 
-    With ``cache`` (a folder) they are kept in a safetensors file named by ``(n, steps, seed, burn_in)`` and read
-    back on the next run: 200 000 windows after the 3 000-step burn-in take about 5 minutes of one thread.
+    With ``cache`` (a folder) they are kept in a safetensors file named by ``(system, n, steps, seed, burn_in)`` and
+    read back on the next run: 200 000 Lorenz-63 windows after the 3 000-step burn-in take about 5 minutes of one
+    thread, 10 000 FitzHugh-Nagumo windows after 16 000 steps about 2 minutes.
     """
-    burn = get_system("lorenz63").burn_in if burn_in is None else int(burn_in)
-    path = None if cache is None else Path(cache) / f"lorenz63_mc_n{n}_t{steps}_seed{seed}_burn{burn}.safetensors"
+    burn = get_system(system).burn_in if burn_in is None else int(burn_in)
+    path = None if cache is None else Path(cache) / f"{system}_mc_n{n}_t{steps}_seed{seed}_burn{burn}.safetensors"
     if path is not None and path.exists():
         return load_file(path)["x"]
-    x = simulate("lorenz63", n, steps, burn_in=burn, generator=torch.Generator().manual_seed(seed))
+    x = simulate(system, n, steps, burn_in=burn, generator=torch.Generator().manual_seed(seed))
     x = x.transpose(1, 2).float().contiguous()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,10 +164,11 @@ def entry_trace(prior, event, sigmas, trace: list):
 
 
 def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n_split: int, samplers, seed: int,
-        smc_particles=(), sigma_cut: float = 2.0, pf_ode: bool = False, burn_in: int | None = None, truth_cache: str | None = None, n_like: int = 16, like_steps: int = 12, probes: int = 2, n_calibration: int = 0,
-        calibration_sigmas=(10.0, 3.0, 1.0, 0.3, 0.05)) -> dict:
+        smc_particles=(), sigma_cut: float = 2.0, pf_ode: bool = False, burn_in: int | None = None,
+        truth_cache: str | None = None, n_like: int = 16, like_steps: int = 12, probes: int = 2, n_calibration: int = 0,
+        calibration_sigmas=(10.0, 3.0, 1.0, 0.3, 0.05), system: str = "lorenz63") -> dict:
     shape = prior.shape
-    mc = monte_carlo(n_mc, shape[-1], seed, burn_in, truth_cache)
+    mc = monte_carlo(n_mc, shape[-1], seed, burn_in, truth_cache, system)
     scale = mc.std((0, 2))
     sigmas = karras_sigmas(steps, prior.hparams.sigma_min, prior.hparams.sigma_max)
     pool, wall_pool = prior_pool(prior, n_pool, sigmas, seed + 10**6)
@@ -188,15 +207,25 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
         for name, n_run in runs:
             start = time.perf_counter()
             options = dict(SAMPLER_OPTIONS[name], sigma_max=sigma_cut if name.endswith("_cut") else math.inf)
-            levels = options.pop("levels", None)
+            levels, n_runs = options.pop("levels", None), options.pop("runs", 1)
             chain = sigmas if levels is None else karras_sigmas(levels, prior.hparams.sigma_min, prior.hparams.sigma_max)
             method = f"event sampler, {name}"
             if name.startswith("smc"):
-                smc = sample_event_smc(prior, event, (n_run, *shape), chain, transform=prior.denormalize,
-                                       generator=torch.Generator().manual_seed(seed), **options)
+                gen = torch.Generator().manual_seed(seed)
+                runs_out = [sample_event_smc(prior, event, (n_run // n_runs, *shape), chain, transform=prior.denormalize,
+                                             generator=gen, **options) for _ in range(n_runs)]
+                smc = runs_out[0] if n_runs == 1 else dict(
+                    pool_event_smc(runs_out, generator=gen, num_samples=n_run),
+                    resampled=sum(r["resampled"] for r in runs_out), moves=0)
+                if n_runs > 1:  # the ESS trace: the pooled final ESS after each run's own minimum
+                    smc["ess"] = [min(min(r["ess"]) for r in runs_out), smc["ess"]]
+                    method += f", {n_runs} runs pooled"
                 x = smc["samples"]  # n_run draws from the weighted particles (repeats where weights are uneven)
+                # the level where the ESS is lowest (ess[i] is after the step to chain[i + 1]; the last is at 0)
+                worst = min(range(len(runs_out[0]["ess"])), key=runs_out[0]["ess"].__getitem__)
                 method += (f", {n_run} particles, {len(chain) - 1} levels (final ESS {smc['ess'][-1]:.0f}, "
-                           f"min {min(smc['ess']):.0f}, {smc['resampled']} resamplings, {smc['lineages']} lineages"
+                           f"min {min(smc['ess']):.0f} (at sigma {float(chain[min(worst + 1, len(chain) - 1)]):.2g}), "
+                           f"{smc['resampled']} resamplings, {smc['lineages']} lineages"
                            + (f", {smc['moves']} x {options['rejuvenate']} moves accepted at {smc['acceptance']:.2f}"
                               if smc["moves"] else "") + ")")
                 out["estimates"].append({"event": label, "p_mc": p_mc, "value": math.exp(smc["log_evidence"]),
@@ -313,7 +342,10 @@ def print_calibration(rows: list) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--prior", default=None, help="a .safetensors/.ckpt prior (default: the shipped lorenz63)")
+    p.add_argument("--system", default="lorenz63", choices=list(SHIPPED),
+                   help="the simulator of the truth; events are on the first variable (x, v1)")
+    p.add_argument("--prior", default=None,
+                   help="a .safetensors/.ckpt prior (default: the shipped prior of --system)")
     p.add_argument("--n-event", type=int, default=128, help="event-conditioned samples per event and sampler")
     p.add_argument("--steps", type=int, default=24, help="noise levels of every sampler")
     p.add_argument("--n-mc", type=int, default=200_000, help="simulator trajectories for the truth")
@@ -338,17 +370,17 @@ def main(argv=None) -> None:
     p.add_argument("--truth-only", action="store_true", help="only simulate (and cache) the truth")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    prior = DiffusionPrior.pretrained("lorenz63") if a.prior is None else DiffusionPrior.load(a.prior)
+    prior = DiffusionPrior.pretrained(SHIPPED[a.system]) if a.prior is None else DiffusionPrior.load(a.prior)
     prior.eval()
     if a.truth_only:
-        monte_carlo(a.n_mc, prior.shape[-1], a.seed, a.burn_in, a.truth_cache)
+        monte_carlo(a.n_mc, prior.shape[-1], a.seed, a.burn_in, a.truth_cache, a.system)
         return
     start = time.perf_counter()
     out = run(prior, quantiles=a.quantiles, n_event=a.n_event, steps=a.steps, n_mc=a.n_mc, n_pool=a.n_pool,
               n_split=a.n_split, samplers=a.samplers, seed=a.seed, smc_particles=a.smc_particles,
               sigma_cut=a.sigma_cut, pf_ode=a.pf_ode, n_calibration=a.n_calibration,
-              burn_in=a.burn_in, truth_cache=a.truth_cache)
-    print(f"Lorenz-63 prior {tuple(prior.shape)} ({a.prior or 'shipped'}); truth from {a.n_mc} simulator "
+              burn_in=a.burn_in, truth_cache=a.truth_cache, system=a.system)
+    print(f"{a.system} prior {tuple(prior.shape)} ({a.prior or 'shipped'}); truth from {a.n_mc} simulator "
           f"trajectories; {a.steps} noise levels; {a.n_event} event samples per sampler; subset simulation with "
           f"{a.n_split} samples per level; total {time.perf_counter() - start:.0f} s")
     print()

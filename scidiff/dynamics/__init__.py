@@ -15,6 +15,7 @@ from .events import (
     linear_event,
     sample_event,
     sample_event_smc,
+    pool_event_smc,
     event_mala_move,
     threshold_event,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "rk4_step",
     "sample_event",
     "sample_event_smc",
+    "pool_event_smc",
     "event_mala_move",
     "sample_predictor_corrector",
     "simulate",

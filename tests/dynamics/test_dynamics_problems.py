@@ -40,3 +40,29 @@ def test_evaluation_refuses_a_prior_of_another_system():
 
     with pytest.raises(ValueError, match="3 variables, fitzhugh_nagumo has 4"):
         compare_to_simulator(ThreeVariables(), "fitzhugh_nagumo", n=2, n_truth=2)
+
+
+def test_shipped_fhn_prior_matches_its_card():
+    assets = ROOT / "scidiff" / "assets"
+    if not (assets / "fhn.safetensors").exists():
+        pytest.skip("no shipped FitzHugh-Nagumo prior")
+    prior = DiffusionPrior.pretrained("fhn")
+    assert prior.shape == (4, 64)
+    card = (assets / "fhn.md").read_text()
+    assert "fhn" in card and "problems/fhn/fit.yaml" in card
+    assert (assets / "fhn.safetensors").stat().st_size < 2 * 2**20
+
+
+def test_events_benchmark_runs_on_fitzhugh_nagumo(tmp_path, capsys):
+    """The event benchmark's FitzHugh-Nagumo path: truth from that simulator (cached by system), events on v1."""
+    import runpy
+
+    bench = runpy.run_path(str(ROOT / "benchmarks/events.py"))
+    prior = DiffusionPrior([4, 16], network_kwargs=dict(base_channels=8, channel_mults=[1, 2], num_res_blocks=1))
+    prior.eval()
+    out = bench["run"](prior, quantiles=[0.5], n_event=4, steps=3, n_mc=40, n_pool=8, n_split=0,
+                       samplers=["smc_pool_cut"], seed=0, smc_particles=[8], burn_in=20, truth_cache=str(tmp_path),
+                       system="fitzhugh_nagumo")
+    assert (tmp_path / "fitzhugh_nagumo_mc_n40_t16_seed0_burn20.safetensors").exists()
+    assert out["tail"][0]["p_mc"] == pytest.approx(0.5, abs=0.05)
+    assert "4 runs pooled" in out["samplers"][0]["method"]

@@ -17,6 +17,7 @@ from scidiff.dynamics.events import (
     event_mala_move,
     guidance_calibration,
     linear_event,
+    pool_event_smc,
     sample_event,
     sample_event_smc,
     threshold_event,
@@ -334,3 +335,60 @@ def test_event_smc_says_when_no_particle_reaches_the_event():
     with pytest.raises(RuntimeError, match="no particle ended inside the event"):
         sample_event_smc(oracle, linear_event(a, 1e6), (4, D), karras_sigmas(4, 0.002, 80.0),
                          generator=torch.Generator().manual_seed(0), dtype=torch.float64, link="logistic")
+
+
+def test_event_smc_fewer_late_resamplings_and_an_s_floor_keep_the_conditional_law():
+    """Resampling less at small sigma, or flooring the twist's s, changes the weights' spread, not their target:
+    after a collapse at sigma_max = 0.5 with no resampling below sigma = 1, and with s >= 0.3 sd(a . x) on a twist
+    at every level, the weighted law of a . x stays within the KS critical value of its ESS of the truncated
+    normal, and the evidence of the floored twist agrees with the plain one."""
+    oracle, a, b, mu, sd, mean, cov = _problem(0.001)
+    *_, u_law = _truncated_moments(a, b, mu, sd, mean, cov)
+    sigmas = karras_sigmas(200, 0.002, 80.0)
+    opts = dict(dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    late = sample_event_smc(oracle, linear_event(a, b), (1000, D), sigmas, sigma_max=0.5, late_threshold=0.0,
+                            late_sigma=1.0, **opts)
+    assert late["resampled"] == 0  # every twisted level is below late_sigma: the weights are never reset
+    ess = late["ess"][-1]
+    assert _weighted_ks(late["particles"] @ a, late["log_weights"].exp(), u_law.cdf) < 1.358 / math.sqrt(ess)
+    plain = sample_event_smc(oracle, linear_event(a, b), (1000, D), sigmas, **opts)
+    floored = sample_event_smc(oracle, linear_event(a, b), (1000, D), sigmas, s_floor=0.3 * sd, **opts)
+    ess = floored["ess"][-1]
+    assert ess > 200
+    assert _weighted_ks(floored["particles"] @ a, floored["log_weights"].exp(), u_law.cdf) < 1.358 / math.sqrt(ess)
+    assert math.exp(floored["log_evidence"] - plain["log_evidence"]) == pytest.approx(1.0, abs=0.15)
+    cond = EventConditionedDenoiser(oracle, linear_event(a, b), s_floor=0.3 * sd)
+    x = torch.randn(8, D, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    _, _, s, _ = cond._c_and_s(x, torch.full((8,), 0.01, dtype=torch.float64), {})
+    assert torch.allclose(s, torch.full_like(s, 0.3 * sd))  # at sigma = 0.01 the Tweedie s is far below the floor
+    with pytest.raises(ValueError, match="s_floor"):
+        EventConditionedDenoiser(oracle, linear_event(a, b), s_floor=-1.0)
+    with pytest.raises(ValueError, match="late_threshold"):
+        sample_event_smc(oracle, linear_event(a, b), (4, D), sigmas, late_threshold=-0.1)
+
+
+def test_pooled_event_smc_runs_weigh_each_run_by_its_evidence():
+    """Four runs of 300 particles, pooled: the pooled weighted law passes the KS test at its ESS, each run's share
+    is its evidence over the sum, the pooled evidence is their mean and the lineages add up."""
+    oracle, a, b, mu, sd, mean, cov = _problem(0.001)
+    *_, u_law = _truncated_moments(a, b, mu, sd, mean, cov)
+    sigmas = karras_sigmas(200, 0.002, 80.0)
+    g = torch.Generator().manual_seed(0)
+    runs = [sample_event_smc(oracle, linear_event(a, b), (300, D), sigmas, dtype=torch.float64, generator=g)
+            for _ in range(4)]
+    pooled = pool_event_smc(runs, generator=g, num_samples=300)
+    z = torch.tensor([r["log_evidence"] for r in runs], dtype=torch.float64).exp()
+    assert pooled["run_weights"] == pytest.approx((z / z.sum()).tolist(), rel=1e-9)
+    assert math.exp(pooled["log_evidence"]) == pytest.approx(float(z.mean()), rel=1e-9)
+    assert pooled["lineages"] == sum(r["lineages"] for r in runs)
+    assert pooled["samples"].shape == (300, D) and pooled["particles"].shape == (1200, D)
+    assert float(pooled["log_weights"].exp().sum()) == pytest.approx(1.0, rel=1e-9)
+    ess = pooled["ess"]
+    assert ess > max(r["ess"][-1] for r in runs)  # more than any one run's
+    assert _weighted_ks(pooled["particles"] @ a, pooled["log_weights"].exp(), u_law.cdf) < 1.358 / math.sqrt(ess)
+    with pytest.raises(ValueError, match="at least one run"):
+        pool_event_smc([])
+    with pytest.raises(ValueError, match="share one shape"):
+        pool_event_smc([runs[0], dict(runs[1], particles=runs[1]["particles"][:, :2])])
+    with pytest.raises(ValueError, match="finite log_evidence"):
+        pool_event_smc([runs[0], dict(runs[1], log_evidence=-math.inf)])
