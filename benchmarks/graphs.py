@@ -140,7 +140,7 @@ def cgd(args) -> None:
     import numpy as np
     from rdkit import Chem
 
-    from scidiff.graphs.guidance import (GraphRegressor, gaussian_nll, load_regressor, noisy_inputs,
+    from scidiff.graphs.guidance import (GraphRegressor, cgd_batches, gaussian_nll, load_regressor,
                                          property_guidance, train_regressor)
 
     train = list(MosesSubset(split="train", max_heavy_atoms=args.max_atoms))
@@ -152,26 +152,11 @@ def cgd(args) -> None:
     prop_name, prop = _properties()[args.cgd_property]
     values = torch.tensor([prop(Chem.MolFromSmiles(d.smiles)) for d in train], dtype=torch.float32)
     cut = float(torch.quantile(values, args.cgd_quantile))
-    lab = [i for i in range(len(recs)) if values[i] <= cut]
-    beyond_idx = [i for i in range(len(recs)) if values[i] > cut]
-    # out-of-distribution validation split (labels used only to pick the regularisation strength, as in the paper)
-    val = [beyond_idx[i] for i in torch.randperm(len(beyond_idx), generator=torch.Generator().manual_seed(1))[:256]]
-    mean, std = values[lab].mean(), values[lab].std()
-    g = torch.Generator().manual_seed(0)
-
-    def labelled():
-        idx = [lab[i] for i in torch.randint(len(lab), (64,), generator=g).tolist()]
-        return noisy_inputs(model, recs, idx, g), (values[idx] - mean) / std, 0.0
-
-    def context():
-        inputs = noisy_inputs(model, recs, torch.randint(len(recs), (64,), generator=g).tolist(), g)
-        return inputs, inputs[3].double() / model.T
-
-    val_inputs = noisy_inputs(model, recs, val, torch.Generator().manual_seed(2))
-    val_y = (values[val] - mean) / std
+    labelled, context, val_inputs, val_y, mean, std = cgd_batches(model, recs, values, cut)
+    n_lab = int((values <= cut).sum())
 
     print(f"\n### CGD: {prop_name} guidance out of distribution (labels only for {prop_name} <= {cut:.2f}, the "
-          f"{args.cgd_quantile:.0%} quantile; {len(lab)} labelled, {len(recs)} context molecules, {len(val)} "
+          f"{args.cgd_quantile:.0%} quantile; {n_lab} labelled, {len(recs)} context molecules, {len(val_y)} "
           f"out-of-distribution validation molecules; one-shot model, {info.get('steps', '?')} steps; "
           f"{args.cgd_samples} samples per row, same seeds)\n")
     print("| regressor | setting | out-of-distribution validation NLL | mean prediction on it (standardised; "
@@ -195,7 +180,7 @@ def cgd(args) -> None:
             torch.manual_seed(0)
             reg = GraphRegressor(7, 4, model.n_max, model.T)
             t0 = time.perf_counter()
-            train_regressor(reg, labelled, ctx, steps=args.cgd_steps, lr=1e-3, n_train_batches=max(len(lab) // 64, 1), **kw)
+            train_regressor(reg, labelled, ctx, steps=args.cgd_steps, lr=1e-3, n_train_batches=max(n_lab // 64, 1), **kw)
             candidates.append((name, reg.eval(), setting, time.perf_counter() - t0))
     for name, reg, setting, secs in candidates:
         with torch.no_grad():

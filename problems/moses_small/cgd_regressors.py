@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from scidiff.graphs import MosesSubset, load_model, prepare
-from scidiff.graphs.guidance import (GraphRegressor, gaussian_nll, noisy_inputs, r_squared_by_noise, save_regressor,
+from scidiff.graphs.guidance import (GraphRegressor, cgd_batches, gaussian_nll, noisy_inputs, r_squared_by_noise, save_regressor,
                                      train_regressor)
 
 
@@ -98,21 +98,8 @@ def main() -> None:
     recs, test_recs = prepare(train, 0), prepare(test, 0)
     values, test_values = property_values(train, args.property), property_values(test, args.property)
     cut = float(torch.quantile(values, args.quantile))
-    lab = (values <= cut).nonzero().flatten().tolist()
-    above = (values > cut).nonzero().flatten()
-    val = above[torch.randperm(len(above), generator=torch.Generator().manual_seed(1))[:256]].tolist()
-    mean, std = values[lab].mean(), values[lab].std()
-    g = torch.Generator().manual_seed(0)
-
-    def labelled():
-        idx = [lab[i] for i in torch.randint(len(lab), (64,), generator=g).tolist()]
-        return noisy_inputs(model, recs, idx, g), (values[idx] - mean) / std, 0.0
-
-    def context():
-        inputs = noisy_inputs(model, recs, torch.randint(len(recs), (64,), generator=g).tolist(), g)
-        return inputs, inputs[3].double() / model.T
-
-    val_inputs, val_y = noisy_inputs(model, recs, val, torch.Generator().manual_seed(2)), (values[val] - mean) / std
+    labelled, context, val_inputs, val_y, mean, std = cgd_batches(model, recs, values, cut)
+    n_lab = int((values <= cut).sum())
     inside = (test_values <= cut).nonzero().flatten().tolist()
     beyond = (test_values > cut).nonzero().flatten().tolist()
     if args.ceiling_only:
@@ -133,7 +120,7 @@ def main() -> None:
     grid += [(f"cgd-l{lam:g}", context, {"lambda_s": lam, "lambda_d": lam}) for lam in args.cgd_lambdas]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{args.property}: labels for {len(lab)} of {len(recs)} training molecules (<= {cut:.3f}); held-out test "
+    print(f"{args.property}: labels for {n_lab} of {len(recs)} training molecules (<= {cut:.3f}); held-out test "
           f"{len(inside)} inside / {len(beyond)} beyond; {len(grid)} settings, {args.seconds / len(grid):.0f} s each",
           flush=True)
     levels = " | ".join(f"R2 t={t}" for t in args.levels)
@@ -146,7 +133,7 @@ def main() -> None:
         reg = GraphRegressor(7, 4, model.n_max, model.T, hidden=args.hidden, hidden_e=args.hidden // 2,
                              layers=args.layers, descriptors=not args.no_descriptors)
         t0 = time.perf_counter()
-        hist = train_regressor(reg, labelled, ctx, steps=args.steps, lr=args.lr, n_train_batches=max(len(lab) // 64, 1),
+        hist = train_regressor(reg, labelled, ctx, steps=args.steps, lr=args.lr, n_train_batches=max(n_lab // 64, 1),
                                seconds=args.seconds / len(grid), **kw)
         secs = time.perf_counter() - t0
         reg.eval()

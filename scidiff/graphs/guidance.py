@@ -193,6 +193,29 @@ def noisy_inputs(model, records, idx, generator: torch.Generator):
     return xt, et, mask, t
 
 
+def cgd_batches(model, records, values: Tensor, cut: float, batch: int = 64, n_val: int = 256):
+    """The CGD training split: labels only for ``values <= cut``; every molecule is unlabelled context; ``n_val``
+    molecules beyond the cut form the out-of-distribution validation set (labels used only to pick the
+    regularisation strength, as Klarner et al. 2024). Returns the labelled and context batch makers, the validation
+    inputs and standardised labels, and the labelled mean and std."""
+    lab = (values <= cut).nonzero().flatten().tolist()
+    above = (values > cut).nonzero().flatten()
+    val = above[torch.randperm(len(above), generator=torch.Generator().manual_seed(1))[:n_val]].tolist()
+    mean, std = values[lab].mean(), values[lab].std()
+    g = torch.Generator().manual_seed(0)
+
+    def labelled():
+        idx = [lab[i] for i in torch.randint(len(lab), (batch,), generator=g).tolist()]
+        return noisy_inputs(model, records, idx, g), (values[idx] - mean) / std, 0.0
+
+    def context():
+        inputs = noisy_inputs(model, records, torch.randint(len(records), (batch,), generator=g).tolist(), g)
+        return inputs, inputs[3].double() / model.T
+
+    val_inputs = noisy_inputs(model, records, val, torch.Generator().manual_seed(2))
+    return labelled, context, val_inputs, (values[val] - mean) / std, mean, std
+
+
 @torch.no_grad()
 def r_squared_by_noise(regressor: GraphRegressor, model, records, y: Tensor, levels, generator: torch.Generator,
                        draws: int = 2) -> dict[int, float]:

@@ -201,3 +201,20 @@ def test_train_regressor_stops_on_its_wall_clock_budget():
 
     hist = train_regressor(MLPRegressor(1), labelled, steps=10**6, seconds=0.3)
     assert 0 < len(hist) < 10**6
+
+
+def test_cgd_batches_label_only_below_the_cut_and_validate_beyond_it():
+    from scidiff.graphs.guidance import cgd_batches
+
+    recs = prepare([graph_to_data(nx.path_graph(n)) for n in (3, 4, 5, 6, 7, 8)], 0)
+    model = BlockDiffusion.from_records(recs, 1, 2, max_hops=0, T=10)
+    values = torch.tensor([3.0, 4.0, 5.0, 6.0, 7.0, 8.0])  # the node count: readable from any noised input
+    labelled, context, val_inputs, val_y, mean, std = cgd_batches(model, recs, values, 5.0, batch=16)
+    assert float(mean) == 4.0 and float(std) == 1.0
+    (xt, et, mask, t), y, _ = labelled()
+    assert torch.equal(mask.sum(1).float(), y * std + mean)  # each label belongs to its molecule
+    assert float((y * std + mean).max()) <= 5.0
+    assert sorted((mask_v := val_inputs[2]).sum(1).tolist()) == [6, 7, 8]
+    assert torch.equal(mask_v.sum(1).float(), val_y * std + mean)
+    inputs, u = context()
+    assert torch.equal(u, inputs[3].double() / model.T)
