@@ -9,7 +9,8 @@ R^2 on the held-out test molecules at several noise levels, and write ``OUT/<nam
 
     PYTHONPATH=. python problems/moses_small/cgd_regressors.py --property qed --seconds 1080 --out outputs/cgd/qed
 
-``--property qed_noalerts`` is QED with its structural-alert term weighted 0 (see :func:`qed_without_alerts`).
+``--property qed_noalerts`` is QED with its structural-alert term weighted 0 (see :func:`scidiff.graphs.molecules.qed_without_alerts`);
+``--property logp_peak`` is the constructed test :func:`scidiff.graphs.molecules.logp_peak`.
 ``benchmarks/graphs.py --only cgd --cgd-regressors OUT/plain-*.safetensors OUT/cgd-*.safetensors`` then samples
 with the best of each kind.
 """
@@ -26,22 +27,13 @@ import torch
 from scidiff.graphs import MosesSubset, load_model, prepare
 from scidiff.graphs.guidance import (GraphRegressor, cgd_batches, gaussian_nll, noisy_inputs, r_squared_by_noise, save_regressor,
                                      train_regressor)
-
-
-def qed_without_alerts(mol) -> float:
-    """QED (Bickerton et al. 2012, mean weights) with weight 0 on its structural-alert term: the weighted geometric
-    mean of the bell-shaped desirabilities of weight, logP, H-bond acceptors and donors, polar surface, rotors and
-    aromatic rings. Each term has an optimum, so a trend fitted on low values overshoots past it."""
-    from rdkit.Chem import QED
-
-    return QED.qed(mol, w=QED.WEIGHT_MEAN._replace(ALERTS=0.0))
+from scidiff.graphs.molecules import molecular_properties
 
 
 def property_values(data, name: str) -> torch.Tensor:
     from rdkit import Chem
-    from rdkit.Chem import QED, Crippen
 
-    prop = {"qed": QED.qed, "qed_noalerts": qed_without_alerts, "logp": Crippen.MolLogP}[name]
+    prop = molecular_properties()[name][1]
     return torch.tensor([prop(Chem.MolFromSmiles(d.smiles)) for d in data], dtype=torch.float32)
 
 
@@ -75,7 +67,7 @@ def descriptor_ceiling(records, values, test_records, test_values, cut: float) -
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--property", choices=["qed", "qed_noalerts", "logp"], default="qed")
+    p.add_argument("--property", choices=["qed", "qed_noalerts", "logp", "logp_peak"], default="qed")
     p.add_argument("--model", default="moses15", help="denoiser whose forward process noises the inputs")
     p.add_argument("--max-atoms", type=int, default=15)
     p.add_argument("--quantile", type=float, default=0.6)
@@ -84,7 +76,11 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--no-descriptors", action="store_true", help="the transformer alone (as before)")
+    p.add_argument("--quadratic", action="store_true", help="the descriptors' pairwise products into the head too")
+    p.add_argument("--no-transformer", action="store_true", help="an MLP on the descriptors and t alone")
+    p.add_argument("--hidden-head", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
     p.add_argument("--plain-decays", type=float, nargs="*", default=[0.01])
     p.add_argument("--cgd-lambdas", type=float, nargs="*", default=[0.01, 0.1])
     p.add_argument("--levels", type=int, nargs="+", default=[1, 25, 50, 75, 100])
@@ -131,10 +127,11 @@ def main() -> None:
     for name, ctx, kw in grid:
         torch.manual_seed(0)
         reg = GraphRegressor(7, 4, model.n_max, model.T, hidden=args.hidden, hidden_e=args.hidden // 2,
-                             layers=args.layers, descriptors=not args.no_descriptors)
+                             layers=args.layers, descriptors=not args.no_descriptors, hidden_head=args.hidden_head,
+                             quadratic=args.quadratic, transformer=not args.no_transformer)
         t0 = time.perf_counter()
         hist = train_regressor(reg, labelled, ctx, steps=args.steps, lr=args.lr, n_train_batches=max(n_lab // 64, 1),
-                               seconds=args.seconds / len(grid), **kw)
+                               seconds=args.seconds / len(grid), schedule=args.schedule, **kw)
         secs = time.perf_counter() - t0
         reg.eval()
         ev = torch.Generator().manual_seed(3)
