@@ -197,6 +197,15 @@ def cgd(args) -> None:
             top = vals[: max(len(vals) // 10, 1)].mean() if len(vals) else nan
             beyond = int((vals > cut).sum())
             pooled.setdefault((name, w), []).append((len(smiles), len(valid), beyond, top, vals))
+            if args.cgd_property == "logp_peak":  # where the samples sit against the constructed optimum
+                from rdkit.Chem import Crippen
+
+                from scidiff.graphs.molecules import LOGP_PEAK
+
+                logp = np.array([Crippen.MolLogP(Chem.MolFromSmiles(s)) for s in valid])
+                print(f"  logP of the valid samples: mean {logp.mean():.2f}, past the optimum {LOGP_PEAK} "
+                      f"{(logp > LOGP_PEAK).mean():.3f}, top-10 % {np.sort(logp)[::-1][: max(len(logp) // 10, 1)].mean():.2f}",
+                      flush=True)
             print(f"| {name} | {w} | {seed} | {len(valid) / len(smiles):.3f} | {len(set(valid)) / max(len(valid), 1):.3f} | "
                   f"{vals.mean() if len(vals) else nan:.3f} | {top:.3f} | {beyond / max(len(vals), 1):.3f} | "
                   f"{beyond / len(smiles):.3f} | {vals.max() if len(vals) else nan:.3f} | {rate:.2f} |", flush=True)
