@@ -11,6 +11,7 @@ R^2 on the held-out test molecules at several noise levels, and write ``OUT/<nam
 
 ``--property qed_noalerts`` is QED with its structural-alert term weighted 0 (see :func:`scidiff.graphs.molecules.qed_without_alerts`);
 ``--property logp_peak`` is the constructed test :func:`scidiff.graphs.molecules.logp_peak`.
+``--evaluate FILES --bins-by logp`` prints saved regressors' mean predictions by bins of another property.
 ``benchmarks/graphs.py --only cgd --cgd-regressors OUT/plain-*.safetensors OUT/cgd-*.safetensors`` then samples
 with the best of each kind.
 """
@@ -65,6 +66,27 @@ def descriptor_ceiling(records, values, test_records, test_values, cut: float) -
     return out
 
 
+def predictions_by_bin(paths, records, values, by, edges, n_max: int) -> None:
+    """For each saved regressor: its mean prediction (property units) at t = 1 on the clean ``records``, in bins of
+    the property ``by`` (e.g. logP for ``logp_peak``), beside the true mean ``values`` there. Shows whether a
+    regressor fitted below the cut extrapolates past it, and which way."""
+    from scidiff.graphs.guidance import load_regressor
+    from scidiff.graphs.model import _pad
+
+    x0, a0, mask = _pad([(r[0], r[1]) for r in records], n_max)
+    t = torch.ones(len(records), dtype=torch.long)
+    cells = [(lo, hi, (by > lo) & (by <= hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+    print("| | " + " | ".join(f"({lo:g}, {hi:g}]" for lo, hi, _ in cells) + " |")
+    print("|---" * (len(cells) + 1) + "|")
+    print("| molecules | " + " | ".join(str(int(sel.sum())) for *_, sel in cells) + " |")
+    print("| true mean | " + " | ".join(f"{float(values[sel].mean()):.2f}" for *_, sel in cells) + " |")
+    for path in paths:
+        reg, info = load_regressor(path)
+        with torch.no_grad():
+            pred = reg(x0, a0, mask, t)[0] * info["label_std"] + info["label_mean"]
+        print(f"| {info.get('setting', path)} | " + " | ".join(f"{float(pred[sel].mean()):.2f}" for *_, sel in cells) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--property", choices=["qed", "qed_noalerts", "logp", "logp_peak"], default="qed")
@@ -86,6 +108,10 @@ def main() -> None:
     p.add_argument("--levels", type=int, nargs="+", default=[1, 25, 50, 75, 100])
     p.add_argument("--ceiling-only", action="store_true", help="only the least-squares R^2 of the clean descriptors")
     p.add_argument("--out", default=None)
+    p.add_argument("--evaluate", nargs="+", default=None, metavar="FILE",
+                   help="no training: mean predictions of saved regressors by bins of --bins-by on the training set")
+    p.add_argument("--bins-by", default="logp", help="property whose bins --evaluate uses")
+    p.add_argument("--bin-edges", type=float, nargs="+", default=[-9, 1.5, 2.5, 2.78, 3.2, 3.5, 3.8, 9])
     args = p.parse_args()
 
     model, _ = load_model(args.model)
@@ -98,6 +124,10 @@ def main() -> None:
     n_lab = int((values <= cut).sum())
     inside = (test_values <= cut).nonzero().flatten().tolist()
     beyond = (test_values > cut).nonzero().flatten().tolist()
+    if args.evaluate:
+        predictions_by_bin(args.evaluate, recs, values, property_values(train, args.bins_by), args.bin_edges,
+                           model.n_max)
+        return
     if args.ceiling_only:
         print("R^2 of least squares on clean descriptors:", {k: round(v, 3) for k, v in
               descriptor_ceiling(recs, values, test_recs, test_values, cut).items()})
