@@ -107,8 +107,9 @@ class GraphRegressor(nn.Module):
     With ``descriptors=True`` (MOSES alphabet only) a head MLP reads the transformer's graph vector together with
     :func:`descriptors` of the noisy graph, and its last hidden layer is the feature vector CGD uses.
     ``quadratic=True`` adds the descriptors' pairwise products to the head's input (least squares on them carries
-    about 2.5 times the R^2 of the plain descriptors for QED's terms), and ``transformer=False`` drops the graph
-    transformer, leaving an MLP on the (quadratic) descriptors and t: about 40 times cheaper per step."""
+    about 2.6 times the R^2 of the plain descriptors for QED without alerts), and ``transformer=False`` drops the
+    graph transformer, leaving an MLP on the (quadratic) descriptors and t: a forward and backward pass at batch 64
+    takes about 3 ms against 70 ms."""
 
     def __init__(self, num_node_types: int, num_edge_types: int, n_max: int, T: int, hidden: int = 32, hidden_e: int = 16,
                  layers: int = 2, descriptors: bool = False, hidden_head: int = 64, quadratic: bool = False,
@@ -177,8 +178,7 @@ def train_regressor(regressor: nn.Module, labelled, context=None, *, steps: int,
     ``context()`` -> (inputs, t: a float or one per context point) also add the CGD penalty, scaled by
     1 / (batch size * n_train_batches) as in the paper's trainer. ``inputs`` is a tuple passed to the regressor.
     ``seconds`` stops earlier on a wall-clock budget. ``schedule="cosine"`` decays the learning rate to 0 over
-    ``steps`` after a 2 % linear warm-up (the constant rate left the regressors' R^2 at a fraction of what least
-    squares reaches on the same features). Returns the loss history."""
+    ``steps`` after a 2 % linear warm-up (:func:`lr_factor`). Returns the loss history."""
     torch.manual_seed(seed)
     frozen = copy.deepcopy(regressor).requires_grad_(False)  # the "context model": random init, never trained
     for m in frozen.modules():
