@@ -11,7 +11,8 @@ degree-based blocks with PPGN edge updates. Tables:
    valence-constrained sampler (``max_valence``: bond orders beyond an atom's valence are masked at every
    reverse step). Validity / uniqueness / novelty against the subset's training split, MOSES filters, FCD /
    SNN / Frag / Scaf against its test split, IntDiv; training molecules scored the same way calibrate FCD.
-2. CGD: property guidance (``--cgd-property logp | qed``) out of distribution (regressors see labels only below
+2. CGD: property guidance (``--cgd-property logp | qed | qed_noalerts | logp_peak``; the last is a constructed
+   test) out of distribution (regressors see labels only below
    a quantile), a sweep of guidance weights for plain regressor guidance and for the context-guided (CGD)
    regressor. Each regressor's regularisation (weight decay; CGD prior scale) is picked by Gaussian NLL on an
    out-of-distribution validation split of molecules above the cut, as the CGD paper tunes it.
@@ -31,6 +32,8 @@ ratios are against the first row. Usage (repository root):
     PYTHONPATH=. python benchmarks/graphs.py --only cgd --cgd-model scidiff/assets/moses15.safetensors --cgd-samples 192
     PYTHONPATH=. python benchmarks/graphs.py --only cgd --cgd-property qed --cgd-model moses15 \
         --cgd-regressors outputs/cgd/qed/*.safetensors --cgd-weights 5 20
+    PYTHONPATH=. python benchmarks/graphs.py --only cgd --cgd-property logp_peak --cgd-model moses15 \
+        --cgd-regressors outputs/cgd/lpk/*.safetensors --cgd-weights 3 10 20 --cgd-seeds 7 8
     PYTHONPATH=. python benchmarks/graphs.py --only graphs --graph-seconds 45
 """
 
