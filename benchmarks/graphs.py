@@ -11,7 +11,8 @@ degree-based blocks with PPGN edge updates. Tables:
    valence-constrained sampler (``max_valence``: bond orders beyond an atom's valence are masked at every
    reverse step). Validity / uniqueness / novelty against the subset's training split, MOSES filters, FCD /
    SNN / Frag / Scaf against its test split, IntDiv; training molecules scored the same way calibrate FCD.
-2. CGD: property guidance (``--cgd-property logp | qed``) out of distribution (regressors see labels only below
+2. CGD: property guidance (``--cgd-property logp | qed | qed_noalerts | logp_peak``; the last is a constructed
+   test) out of distribution (regressors see labels only below
    a quantile), a sweep of guidance weights for plain regressor guidance and for the context-guided (CGD)
    regressor. Each regressor's regularisation (weight decay; CGD prior scale) is picked by Gaussian NLL on an
    out-of-distribution validation split of molecules above the cut, as the CGD paper tunes it.
@@ -31,6 +32,8 @@ ratios are against the first row. Usage (repository root):
     PYTHONPATH=. python benchmarks/graphs.py --only cgd --cgd-model scidiff/assets/moses15.safetensors --cgd-samples 192
     PYTHONPATH=. python benchmarks/graphs.py --only cgd --cgd-property qed --cgd-model moses15 \
         --cgd-regressors outputs/cgd/qed/*.safetensors --cgd-weights 5 20
+    PYTHONPATH=. python benchmarks/graphs.py --only cgd --cgd-property logp_peak --cgd-model moses15 \
+        --cgd-regressors outputs/cgd/lpk/*.safetensors --cgd-weights 3 10 20 --cgd-seeds 7 8
     PYTHONPATH=. python benchmarks/graphs.py --only graphs --graph-seconds 45
 """
 
@@ -45,6 +48,7 @@ from scidiff.graphs import (MAX_VALENCE, BlockDiffusion, MosesSubset, fit, load_
                             split_indices, synthetic_graphs, types_to_smiles)
 from scidiff.graphs.datasets import graph_to_data
 from scidiff.graphs.metrics import graph_mmds, molecule_metrics
+from scidiff.graphs.molecules import molecular_properties
 
 MOL_COLS = ["validity", "connected", "uniqueness", "novelty", "vun", "filters", "fcd", "snn", "frag", "scaf", "intdiv"]
 
@@ -117,20 +121,6 @@ def molecules(args) -> None:
           + " | ".join(fmt(ref.get(k, float("nan"))) for k in MOL_COLS) + " | – |")
 
 
-def _properties() -> dict:
-    """Guidance targets by name. Crippen logP is a sum of atom contributions (a regressor's linear extrapolation
-    past the labels is roughly right); QED (Bickerton et al. 2012) is a product of bell-shaped desirabilities of
-    weight, logP, polar surface, H-bond counts, rotors, rings and alerts, so a trend fitted on low values
-    overshoots past its optimum: the kind of target CGD is meant for."""
-    from rdkit.Chem import QED, Crippen
-
-    def qed_without_alerts(mol):  # as problems/moses_small/cgd_regressors.py: the alert term weighted 0
-        return QED.qed(mol, w=QED.WEIGHT_MEAN._replace(ALERTS=0.0))
-
-    return {"logp": ("logP", Crippen.MolLogP), "qed": ("QED", QED.qed),
-            "qed_noalerts": ("QED without alerts", qed_without_alerts)}
-
-
 def cgd(args) -> None:
     """Out-of-distribution property: regressors see only the lower ``--cgd-quantile`` of the training values of
     ``--cgd-property``; the context set is all training molecules without labels. Guidance pushes the property
@@ -149,7 +139,7 @@ def cgd(args) -> None:
     else:
         model, info = train_model(prepare(train, 0), 7, 4, 0, 100, args.seconds)
     recs = prepare(train, 0)
-    prop_name, prop = _properties()[args.cgd_property]
+    prop_name, prop = molecular_properties()[args.cgd_property]
     values = torch.tensor([prop(Chem.MolFromSmiles(d.smiles)) for d in train], dtype=torch.float32)
     cut = float(torch.quantile(values, args.cgd_quantile))
     labelled, context, val_inputs, val_y, mean, std = cgd_batches(model, recs, values, cut)
@@ -191,25 +181,57 @@ def cgd(args) -> None:
             best[name], regs[name] = nll, reg
     kinds = {"plain": "plain guidance", "cgd": "CGD"}
     regs = {k: v for k, v in regs.items() if k in {kinds[c] for c in args.cgd_kinds}}
-    print(f"\n| sampling | weight | validity | unique | mean {prop_name} | top-10% {prop_name} | valid samples beyond "
+    print(f"\n| sampling | weight | seed | validity | unique | mean {prop_name} | top-10% {prop_name} | valid samples beyond "
           f"labels | valid and beyond / all samples | max {prop_name} | samples/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     runs = [("unguided", None, 0.0)] if not args.cgd_skip_unguided else []
     runs += [(n, r, w) for w in args.cgd_weights for n, r in regs.items()]
-    for name, reg, w in runs:
-        guide = property_guidance(reg, w) if reg is not None else None
-        t0 = time.perf_counter()
-        graphs, _ = model.sample(args.cgd_samples, generator=torch.Generator().manual_seed(args.cgd_seed), guidance=guide)
-        rate = args.cgd_samples / (time.perf_counter() - t0)
-        smiles = [types_to_smiles(x, a) for x, a in graphs]
-        valid = [s for s in smiles if s is not None]
-        vals = np.sort([prop(Chem.MolFromSmiles(s)) for s in valid])[::-1]
-        nan = float("nan")
-        top = vals[: max(len(vals) // 10, 1)].mean() if len(vals) else nan
-        beyond = int((vals > cut).sum())
-        print(f"| {name} | {w} | {len(valid) / len(smiles):.3f} | {len(set(valid)) / max(len(valid), 1):.3f} | "
-              f"{vals.mean() if len(vals) else nan:.3f} | {top:.3f} | {beyond / max(len(vals), 1):.3f} | "
-              f"{beyond / len(smiles):.3f} | {vals.max() if len(vals) else nan:.3f} | {rate:.2f} |", flush=True)
+    pooled = {}
+    for seed in args.cgd_seeds or [args.cgd_seed]:
+        for name, reg, w in runs:
+            guide = property_guidance(reg, w) if reg is not None else None
+            t0 = time.perf_counter()
+            graphs, _ = model.sample(args.cgd_samples, generator=torch.Generator().manual_seed(seed), guidance=guide)
+            rate = args.cgd_samples / (time.perf_counter() - t0)
+            smiles = [types_to_smiles(x, a) for x, a in graphs]
+            valid = [s for s in smiles if s is not None]
+            vals = np.sort([prop(Chem.MolFromSmiles(s)) for s in valid])[::-1]
+            nan = float("nan")
+            top = vals[: max(len(vals) // 10, 1)].mean() if len(vals) else nan
+            beyond = int((vals > cut).sum())
+            pooled.setdefault((name, w), []).append((len(smiles), len(valid), beyond, top, vals))
+            if args.cgd_property == "logp_peak":  # where the samples sit against the constructed optimum
+                from rdkit.Chem import Crippen
+
+                from scidiff.graphs.molecules import LOGP_PEAK
+
+                logp = np.array([Crippen.MolLogP(Chem.MolFromSmiles(s)) for s in valid])
+                print(f"  logP of the valid samples: mean {logp.mean():.2f}, past the optimum {LOGP_PEAK} "
+                      f"{(logp > LOGP_PEAK).mean():.3f}, top-10 % {np.sort(logp)[::-1][: max(len(logp) // 10, 1)].mean():.2f}",
+                      flush=True)
+            print(f"| {name} | {w} | {seed} | {len(valid) / len(smiles):.3f} | {len(set(valid)) / max(len(valid), 1):.3f} | "
+                  f"{vals.mean() if len(vals) else nan:.3f} | {top:.3f} | {beyond / max(len(vals), 1):.3f} | "
+                  f"{beyond / len(smiles):.3f} | {vals.max() if len(vals) else nan:.3f} | {rate:.2f} |", flush=True)
+    if len(args.cgd_seeds) > 1:
+        _pooled_cgd_table(pooled, prop_name)
+
+
+def _pooled_cgd_table(pooled: dict, prop_name: str) -> None:
+    """Rows pooled over sampling seeds: shares with their binomial standard error over all samples; the top-10 %
+    mean and the maximum as the mean over seeds with the standard error of that mean."""
+    import numpy as np
+
+    print(f"\n| sampling | weight | seeds | samples | valid | valid and beyond / all (s.e.) | top-10% {prop_name} (s.e.) | "
+          f"mean {prop_name} | max {prop_name} (s.e.) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (name, w), rows in pooled.items():
+        n, n_valid, n_beyond = (sum(r[i] for r in rows) for i in range(3))
+        p = n_beyond / n
+        tops, maxes = np.array([r[3] for r in rows]), np.array([r[4].max() if len(r[4]) else np.nan for r in rows])
+        se = lambda a: a.std(ddof=1) / np.sqrt(len(a))  # noqa: E731
+        mean = np.concatenate([r[4] for r in rows]).mean()
+        print(f"| {name} | {w} | {len(rows)} | {n} | {n_valid / n:.3f} | {p:.3f} ({np.sqrt(p * (1 - p) / n):.3f}) | "
+              f"{tops.mean():.3f} ({se(tops):.3f}) | {mean:.3f} | {maxes.mean():.3f} ({se(maxes):.3f}) |", flush=True)
 
 
 #: SPECTRE-style sets for the MMD table: (generator keyword arguments, number of graphs, reverse steps T).
@@ -272,11 +294,13 @@ def main() -> None:
     p.add_argument("--no-valence-rows", action="store_true", help="skip the valence-masked sampler rows")
     p.add_argument("--valence-models", nargs="*", default=[], metavar="LABEL", help="valence-masked rows only for these")
     p.add_argument("--cgd-model", default=None, help="one-shot weights for the CGD table (default: train one)")
-    p.add_argument("--cgd-property", choices=sorted(_properties()), default="logp", help="guided property")
+    p.add_argument("--cgd-property", choices=sorted(molecular_properties()), default="logp", help="guided property")
     p.add_argument("--cgd-quantile", type=float, default=0.6)
     p.add_argument("--cgd-steps", type=int, default=300)
     p.add_argument("--cgd-samples", type=int, default=128)
     p.add_argument("--cgd-seed", type=int, default=7, help="sampling seed of every CGD-table row")
+    p.add_argument("--cgd-seeds", type=int, nargs="*", default=[],
+                   help="several sampling seeds (instead of --cgd-seed), with a table pooled over them")
     p.add_argument("--cgd-weights", type=float, nargs="+", default=[3.0, 9.0])
     p.add_argument("--cgd-lambdas", type=float, nargs="+", default=[0.01, 0.1, 1.0],
                    help="CGD prior scales (lambda_s = lambda_d) tried; the best on the OOD validation split is used")

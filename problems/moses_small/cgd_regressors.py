@@ -9,7 +9,9 @@ R^2 on the held-out test molecules at several noise levels, and write ``OUT/<nam
 
     PYTHONPATH=. python problems/moses_small/cgd_regressors.py --property qed --seconds 1080 --out outputs/cgd/qed
 
-``--property qed_noalerts`` is QED with its structural-alert term weighted 0 (see :func:`qed_without_alerts`).
+``--property qed_noalerts`` is QED with its structural-alert term weighted 0 (see :func:`scidiff.graphs.molecules.qed_without_alerts`);
+``--property logp_peak`` is the constructed test :func:`scidiff.graphs.molecules.logp_peak`.
+``--evaluate FILES --bins-by logp`` prints saved regressors' mean predictions by bins of another property.
 ``benchmarks/graphs.py --only cgd --cgd-regressors OUT/plain-*.safetensors OUT/cgd-*.safetensors`` then samples
 with the best of each kind.
 """
@@ -26,22 +28,13 @@ import torch
 from scidiff.graphs import MosesSubset, load_model, prepare
 from scidiff.graphs.guidance import (GraphRegressor, cgd_batches, gaussian_nll, noisy_inputs, r_squared_by_noise, save_regressor,
                                      train_regressor)
-
-
-def qed_without_alerts(mol) -> float:
-    """QED (Bickerton et al. 2012, mean weights) with weight 0 on its structural-alert term: the weighted geometric
-    mean of the bell-shaped desirabilities of weight, logP, H-bond acceptors and donors, polar surface, rotors and
-    aromatic rings. Each term has an optimum, so a trend fitted on low values overshoots past it."""
-    from rdkit.Chem import QED
-
-    return QED.qed(mol, w=QED.WEIGHT_MEAN._replace(ALERTS=0.0))
+from scidiff.graphs.molecules import molecular_properties
 
 
 def property_values(data, name: str) -> torch.Tensor:
     from rdkit import Chem
-    from rdkit.Chem import QED, Crippen
 
-    prop = {"qed": QED.qed, "qed_noalerts": qed_without_alerts, "logp": Crippen.MolLogP}[name]
+    prop = molecular_properties()[name][1]
     return torch.tensor([prop(Chem.MolFromSmiles(d.smiles)) for d in data], dtype=torch.float32)
 
 
@@ -73,9 +66,30 @@ def descriptor_ceiling(records, values, test_records, test_values, cut: float) -
     return out
 
 
+def predictions_by_bin(paths, records, values, by, edges, n_max: int) -> None:
+    """For each saved regressor: its mean prediction (property units) at t = 1 on the clean ``records``, in bins of
+    the property ``by`` (e.g. logP for ``logp_peak``), beside the true mean ``values`` there. Shows whether a
+    regressor fitted below the cut extrapolates past it, and which way."""
+    from scidiff.graphs.guidance import load_regressor
+    from scidiff.graphs.model import _pad
+
+    x0, a0, mask = _pad([(r[0], r[1]) for r in records], n_max)
+    t = torch.ones(len(records), dtype=torch.long)
+    cells = [(lo, hi, (by > lo) & (by <= hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+    print("| | " + " | ".join(f"({lo:g}, {hi:g}]" for lo, hi, _ in cells) + " |")
+    print("|---" * (len(cells) + 1) + "|")
+    print("| molecules | " + " | ".join(str(int(sel.sum())) for *_, sel in cells) + " |")
+    print("| true mean | " + " | ".join(f"{float(values[sel].mean()):.2f}" for *_, sel in cells) + " |")
+    for path in paths:
+        reg, info = load_regressor(path)
+        with torch.no_grad():
+            pred = reg(x0, a0, mask, t)[0] * info["label_std"] + info["label_mean"]
+        print(f"| {info.get('setting', path)} | " + " | ".join(f"{float(pred[sel].mean()):.2f}" for *_, sel in cells) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--property", choices=["qed", "qed_noalerts", "logp"], default="qed")
+    p.add_argument("--property", choices=["qed", "qed_noalerts", "logp", "logp_peak"], default="qed")
     p.add_argument("--model", default="moses15", help="denoiser whose forward process noises the inputs")
     p.add_argument("--max-atoms", type=int, default=15)
     p.add_argument("--quantile", type=float, default=0.6)
@@ -84,12 +98,20 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--no-descriptors", action="store_true", help="the transformer alone (as before)")
+    p.add_argument("--quadratic", action="store_true", help="the descriptors' pairwise products into the head too")
+    p.add_argument("--no-transformer", action="store_true", help="an MLP on the descriptors and t alone")
+    p.add_argument("--hidden-head", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
     p.add_argument("--plain-decays", type=float, nargs="*", default=[0.01])
     p.add_argument("--cgd-lambdas", type=float, nargs="*", default=[0.01, 0.1])
     p.add_argument("--levels", type=int, nargs="+", default=[1, 25, 50, 75, 100])
     p.add_argument("--ceiling-only", action="store_true", help="only the least-squares R^2 of the clean descriptors")
     p.add_argument("--out", default=None)
+    p.add_argument("--evaluate", nargs="+", default=None, metavar="FILE",
+                   help="no training: mean predictions of saved regressors by bins of --bins-by on the training set")
+    p.add_argument("--bins-by", default="logp", help="property whose bins --evaluate uses")
+    p.add_argument("--bin-edges", type=float, nargs="+", default=[-9, 1.5, 2.5, 2.78, 3.2, 3.5, 3.8, 9])
     args = p.parse_args()
 
     model, _ = load_model(args.model)
@@ -102,6 +124,10 @@ def main() -> None:
     n_lab = int((values <= cut).sum())
     inside = (test_values <= cut).nonzero().flatten().tolist()
     beyond = (test_values > cut).nonzero().flatten().tolist()
+    if args.evaluate:
+        predictions_by_bin(args.evaluate, recs, values, property_values(train, args.bins_by), args.bin_edges,
+                           model.n_max)
+        return
     if args.ceiling_only:
         print("R^2 of least squares on clean descriptors:", {k: round(v, 3) for k, v in
               descriptor_ceiling(recs, values, test_recs, test_values, cut).items()})
@@ -131,10 +157,11 @@ def main() -> None:
     for name, ctx, kw in grid:
         torch.manual_seed(0)
         reg = GraphRegressor(7, 4, model.n_max, model.T, hidden=args.hidden, hidden_e=args.hidden // 2,
-                             layers=args.layers, descriptors=not args.no_descriptors)
+                             layers=args.layers, descriptors=not args.no_descriptors, hidden_head=args.hidden_head,
+                             quadratic=args.quadratic, transformer=not args.no_transformer)
         t0 = time.perf_counter()
         hist = train_regressor(reg, labelled, ctx, steps=args.steps, lr=args.lr, n_train_batches=max(n_lab // 64, 1),
-                               seconds=args.seconds / len(grid), **kw)
+                               seconds=args.seconds / len(grid), schedule=args.schedule, **kw)
         secs = time.perf_counter() - t0
         reg.eval()
         ev = torch.Generator().manual_seed(3)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 
 import torch
@@ -96,33 +97,56 @@ def descriptors(x1: Tensor, e1: Tensor, mask: Tensor) -> Tensor:
     return torch.cat([atoms / 5, bonds / 5, h.sum(1, keepdim=True) / 10, donors / 3, n / 10, rings / 2, weight / 200], -1)
 
 
+#: Width of :func:`descriptors`.
+N_DESCRIPTORS = 15
+
+
 class GraphRegressor(nn.Module):
     """f(z_t, t) -> (mu, var, features) on noisy dense graphs (one-hot types as in :class:`BlockDiffusion`).
 
     With ``descriptors=True`` (MOSES alphabet only) a head MLP reads the transformer's graph vector together with
-    :func:`descriptors` of the noisy graph, and its last hidden layer is the feature vector CGD uses."""
+    :func:`descriptors` of the noisy graph, and its last hidden layer is the feature vector CGD uses.
+    ``quadratic=True`` adds the descriptors' pairwise products to the head's input (least squares on them carries
+    about 2.6 times the R^2 of the plain descriptors for QED without alerts), and ``transformer=False`` drops the
+    graph transformer, leaving an MLP on the (quadratic) descriptors and t: a forward and backward pass at batch 64
+    takes about 3 ms against 70 ms."""
 
     def __init__(self, num_node_types: int, num_edge_types: int, n_max: int, T: int, hidden: int = 32, hidden_e: int = 16,
-                 layers: int = 2, descriptors: bool = False, hidden_head: int = 64):
+                 layers: int = 2, descriptors: bool = False, hidden_head: int = 64, quadratic: bool = False,
+                 transformer: bool = True):
         super().__init__()
+        if not descriptors and (quadratic or not transformer):
+            raise ValueError("quadratic=True and transformer=False need descriptors=True")
         self.kx, self.ke, self.n_max, self.T = num_node_types, num_edge_types, n_max, T
         self.config = {"hidden": hidden, "hidden_e": hidden_e, "layers": layers, "descriptors": descriptors,
-                       "hidden_head": hidden_head}
-        self.net = GraphTransformer(self.kx + 4, self.ke, 3, 1, 1, out_y=0 if descriptors else 2, hidden=hidden,
-                                    hidden_e=hidden_e, layers=layers)
+                       "hidden_head": hidden_head, "quadratic": quadratic, "transformer": transformer}
+        self.net = None
+        if transformer:
+            self.net = GraphTransformer(self.kx + 4, self.ke, 3, 1, 1, out_y=0 if descriptors else 2, hidden=hidden,
+                                        hidden_e=hidden_e, layers=layers)
         self.head = None
         if descriptors:
-            self.head = nn.Sequential(nn.Linear(32 + 15 + 1, hidden_head), nn.SiLU(), nn.Linear(hidden_head, hidden_head),
-                                      nn.SiLU())
+            n_desc = N_DESCRIPTORS * (N_DESCRIPTORS + 3) // 2 if quadratic else N_DESCRIPTORS
+            self.head = nn.Sequential(nn.Linear(32 * transformer + n_desc + 1, hidden_head), nn.SiLU(),
+                                      nn.Linear(hidden_head, hidden_head), nn.SiLU())
             self.out = nn.Linear(hidden_head, 2)
 
+    def _head_input(self, x1: Tensor, e1: Tensor, mask: Tensor, tt: Tensor) -> Tensor:
+        d = descriptors(x1, e1, mask)
+        if self.config["quadratic"]:
+            i, j = torch.triu_indices(d.shape[1], d.shape[1], device=d.device)
+            d = torch.cat([d, d[:, i] * d[:, j]], -1)
+        return torch.cat([d, tt], -1)
+
     def forward_onehot(self, x1: Tensor, e1: Tensor, et: Tensor, mask: Tensor, t: Tensor):
-        node_f, graph_f = structural_features(et, mask)
         tt = (t.float() / self.T).unsqueeze(-1)
-        y = torch.cat([tt, mask.sum(1, keepdim=True).float() / self.n_max, graph_f], -1)
-        _, _, out, h = self.net(torch.cat([x1, node_f], -1), e1, y, mask, features=True)
+        if self.net is not None:
+            node_f, graph_f = structural_features(et, mask)
+            y = torch.cat([tt, mask.sum(1, keepdim=True).float() / self.n_max, graph_f], -1)
+            _, _, out, h = self.net(torch.cat([x1, node_f], -1), e1, y, mask, features=True)
         if self.head is not None:
-            h = self.head(torch.cat([h, descriptors(x1, e1, mask), tt], -1))
+            z = self._head_input(x1, e1, mask, tt)
+            h = self.head(torch.cat([h, z], -1) if self.net is not None else z)
             out = self.out(h)
         mu, s = out.unbind(-1)
         return mu, F.softplus(s) + 1e-4, h
@@ -135,19 +159,33 @@ def gaussian_nll(mu: Tensor, var: Tensor, y: Tensor) -> Tensor:
     return 0.5 * (torch.log(var) + (y - mu) ** 2 / var).mean()
 
 
+def lr_factor(schedule: str, steps: int):
+    """Learning-rate multiplier by step: 1 for ``"constant"``; for ``"cosine"`` a linear warm-up over 2 % of
+    ``steps``, then a half cosine down to 0 at ``steps``."""
+    if schedule == "constant":
+        return lambda k: 1.0
+    if schedule != "cosine":
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    warm = max(steps // 50, 1)
+    return lambda k: min((k + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps)))
+
+
 def train_regressor(regressor: nn.Module, labelled, context=None, *, steps: int, lr: float = 1e-3,
                     lambda_s: float = 1.0, lambda_d: float = 1.0, tau: float = 1.0, weight_decay: float = 0.0,
-                    n_train_batches: int = 1, seed: int = 0, seconds: float | None = None) -> list[float]:
+                    n_train_batches: int = 1, seed: int = 0, seconds: float | None = None,
+                    schedule: str = "constant") -> list[float]:
     """Fit ``regressor`` by Gaussian NLL on batches from ``labelled()`` -> (inputs, y, t in [0, 1]); with
     ``context()`` -> (inputs, t: a float or one per context point) also add the CGD penalty, scaled by
     1 / (batch size * n_train_batches) as in the paper's trainer. ``inputs`` is a tuple passed to the regressor.
-    ``seconds`` stops earlier on a wall-clock budget. Returns the loss history."""
+    ``seconds`` stops earlier on a wall-clock budget. ``schedule="cosine"`` decays the learning rate to 0 over
+    ``steps`` after a 2 % linear warm-up (:func:`lr_factor`). Returns the loss history."""
     torch.manual_seed(seed)
     frozen = copy.deepcopy(regressor).requires_grad_(False)  # the "context model": random init, never trained
     for m in frozen.modules():
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
     opt = torch.optim.AdamW(regressor.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(schedule, steps))
     history, start = [], time.perf_counter()
     for _ in range(steps):
         if seconds is not None and time.perf_counter() - start > seconds:
@@ -164,6 +202,7 @@ def train_regressor(regressor: nn.Module, labelled, context=None, *, steps: int,
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
         history.append(loss.item())
     return history
 

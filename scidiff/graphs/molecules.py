@@ -154,3 +154,42 @@ def heavy_atom_count(smiles: str) -> int:
     import re
 
     return len(re.findall(r"\[[^\]]*\]|Cl|Br|[BCNOSPFI]|[bcnosp]", smiles))
+
+
+#: Optimum and fall-off of :func:`logp_peak` (Crippen logP units; 3.5 is the 95 % quantile of the <= 15-atom
+#: MOSES training molecules, whose 60 % quantile is 2.78).
+LOGP_PEAK, LOGP_PEAK_FALL = 3.5, 4.0
+
+
+def qed_without_alerts(mol) -> float:
+    """QED (Bickerton et al. 2012, mean weights) with weight 0 on its structural-alert term: the weighted geometric
+    mean of the bell-shaped desirabilities of weight, logP, H-bond acceptors and donors, polar surface, rotors and
+    aromatic rings. Each term has an optimum, so a trend fitted on low values can overshoot past it."""
+    _need_rdkit("qed_without_alerts")
+    from rdkit.Chem import QED
+
+    return QED.qed(mol, w=QED.WEIGHT_MEAN._replace(ALERTS=0.0))
+
+
+def logp_peak(mol) -> float:
+    """A constructed guidance target: Crippen logP up to :data:`LOGP_PEAK`, then falling :data:`LOGP_PEAK_FALL`
+    per unit. Made so that a regressor fitted only on low values (where it is logP itself) extrapolates the wrong
+    way past the optimum: the failure of plain guidance that context-guided diffusion is meant to fix."""
+    _need_rdkit("logp_peak")
+    from rdkit.Chem import Crippen
+
+    logp = Crippen.MolLogP(mol)
+    return logp if logp <= LOGP_PEAK else LOGP_PEAK - LOGP_PEAK_FALL * (logp - LOGP_PEAK)
+
+
+def molecular_properties() -> dict:
+    """Guidance targets by name: ``(title, function of an RDKit molecule)``. Crippen logP is a sum of atom
+    contributions (a regressor's linear extrapolation past the labels is roughly right); QED is a product of
+    bell-shaped desirabilities of weight, logP, polar surface, H-bond counts, rotors, rings and alerts;
+    ``qed_noalerts`` drops the alert term; ``logp_peak`` is the constructed test of :func:`logp_peak`."""
+    _need_rdkit("molecular properties")
+    from rdkit.Chem import QED, Crippen
+
+    return {"logp": ("logP", Crippen.MolLogP), "qed": ("QED", QED.qed),
+            "qed_noalerts": ("QED without alerts", qed_without_alerts),
+            "logp_peak": ("logP with an optimum at 3.5", logp_peak)}

@@ -160,9 +160,12 @@ def test_r_squared_by_noise_is_one_for_an_exact_regressor_and_not_above_zero_for
     assert r2[1] == pytest.approx(1 - (4**2 + 3**2 + 2**2 + 1) / 5.0)
 
 
-def test_regressor_with_descriptors_learns_and_round_trips(tmp_path):
-    """A descriptor regressor fits molecular weight of noisy-free molecules in a few hundred steps (R^2 > 0.9),
-    saves to safetensors and loads back to the same predictions; a foreign file is refused."""
+@pytest.mark.parametrize("config", [{"hidden": 16, "hidden_e": 8, "layers": 1},
+                                    {"quadratic": True, "transformer": False}])
+def test_regressor_with_descriptors_learns_and_round_trips(tmp_path, config):
+    """A descriptor regressor (with the graph transformer, or an MLP on the quadratic descriptors alone) fits
+    molecular weight of noise-free molecules in a few hundred steps (R^2 > 0.9), saves to safetensors and loads
+    back to the same predictions; a foreign file is refused."""
     pytest.importorskip("rdkit")
     from rdkit import Chem
     from rdkit.Chem import Descriptors
@@ -176,7 +179,7 @@ def test_regressor_with_descriptors_learns_and_round_trips(tmp_path):
     y = (y - y.mean()) / y.std()
     t = torch.ones(len(smiles), dtype=torch.long)
     torch.manual_seed(0)
-    reg = GraphRegressor(7, 4, 12, 10, hidden=16, hidden_e=8, layers=1, descriptors=True, hidden_head=32)
+    reg = GraphRegressor(7, 4, 12, 10, descriptors=True, hidden_head=32, **config)
     train_regressor(reg, lambda: ((x, a, mask, t), y, 0.0), steps=300, lr=3e-3)
     with torch.no_grad():
         mu = reg(x, a, mask, t)[0]
@@ -190,6 +193,41 @@ def test_regressor_with_descriptors_learns_and_round_trips(tmp_path):
     save_file({"w": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="not a guidance regressor"):
         load_regressor(tmp_path / "other.safetensors")
+
+
+def test_descriptor_options_need_descriptors():
+    from scidiff.graphs.guidance import GraphRegressor
+
+    for kw in ({"quadratic": True}, {"transformer": False}):
+        with pytest.raises(ValueError, match="need descriptors=True"):
+            GraphRegressor(7, 4, 12, 10, **kw)
+
+
+def test_cosine_schedule_warms_up_peaks_and_ends_at_zero():
+    from scidiff.graphs.guidance import lr_factor
+
+    f = lr_factor("cosine", 1000)
+    assert f(0) == pytest.approx(1 / 20) and f(19) == pytest.approx(1.0, abs=1e-3)
+    assert f(500) == pytest.approx(0.5) and f(999) < 1e-4 and f(1000) == 0.0
+    assert [lr_factor("constant", 10)(k) for k in (0, 9)] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="schedule"):
+        lr_factor("linear", 10)
+
+
+def test_logp_peak_is_logp_below_the_optimum_and_falls_past_it():
+    pytest.importorskip("rdkit")
+    from rdkit import Chem
+    from rdkit.Chem import Crippen
+
+    from scidiff.graphs.molecules import LOGP_PEAK, logp_peak, molecular_properties
+
+    for smi in ("CCO", "c1ccccc1Cl", "CCCCCCCCCCCC", "BrC(Br)(Br)CCCCCCCC"):
+        mol = Chem.MolFromSmiles(smi)
+        logp = Crippen.MolLogP(mol)
+        expect = logp if logp <= LOGP_PEAK else LOGP_PEAK - 4.0 * (logp - LOGP_PEAK)
+        assert logp_peak(mol) == pytest.approx(expect)
+    assert logp_peak(Chem.MolFromSmiles("CCCCCCCCCCCC")) < LOGP_PEAK < Crippen.MolLogP(Chem.MolFromSmiles("CCCCCCCCCCCC"))
+    assert molecular_properties()["logp_peak"][1] is logp_peak
 
 
 def test_train_regressor_stops_on_its_wall_clock_budget():
