@@ -290,10 +290,10 @@ def sample_event_splitting(
 
     Returns:
         ``{"samples", "latents", "event_values", "prob", "log_prob", "cov", "tau", "ess", "acceptance", "beta",
-        "num_evaluations", "splitting"}``: ``N`` samples in the denoiser's units (step-major: the first ``chains``
+        "chains", "num_evaluations", "splitting"}``: ``N`` samples in the denoiser's units (step-major: the first ``chains``
         are one per chain), their latents and ``C``; subset simulation's ``P(E)`` and c.o.v.; the integrated
         autocorrelation time of ``C`` between kept samples (:func:`autocorrelation_time`) and the effective sample
-        size ``N / tau``; the acceptance rate and step of the kept moves; the sampler runs of the whole call; the
+        size ``N / tau``; the acceptance rate and step of the kept moves; the number of chains; the sampler runs of the whole call; the
         subset-simulation result.
     """
     n, event_shape = int(shape[0]), tuple(int(s) for s in shape[1:])
@@ -328,5 +328,5 @@ def sample_event_splitting(
     pick = lambda v: v[:, kept].transpose(0, 1).flatten(0, 1)[:n]  # noqa: E731 - step-major, then truncate
     return {"samples": pick(xs), "latents": pick(zs), "event_values": pick(cs), "prob": split["prob"],
             "log_prob": split["log_prob"], "cov": split["cov"], "tau": tau, "ess": n / tau,
-            "acceptance": accepted / (k * thin * per_chain), "beta": step,
+            "acceptance": accepted / (k * thin * per_chain), "beta": step, "chains": k,
             "num_evaluations": split["num_evaluations"] + k * (burn + thin * per_chain), "splitting": split}
