@@ -19,7 +19,7 @@ from .events import (
     event_mala_move,
     threshold_event,
 )
-from .splitting import autocorrelation_time, event_probability_splitting, sample_event_splitting
+from .splitting import autocorrelation_time, batch_means_time, event_probability_splitting, sample_event_splitting
 from .systems import (
     SYSTEMS,
     System,
@@ -54,6 +54,7 @@ __all__ = [
     "sample_event_smc",
     "sample_event_splitting",
     "autocorrelation_time",
+    "batch_means_time",
     "pool_event_smc",
     "event_mala_move",
     "sample_predictor_corrector",

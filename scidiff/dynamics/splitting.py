@@ -91,9 +91,9 @@ def _pcn_chains(run, z, x, c, level, beta, steps, generator):
     return torch.stack(zs, 1), torch.stack(xs, 1), torch.stack(cs, 1), accepted
 
 
-def _adapt_beta(beta: float, rate: float) -> float:
-    """Papaioannou et al. (2015): scale the pCN step towards an acceptance rate of about 0.44."""
-    return min(1.0, max(0.05, beta * math.exp(rate - 0.44)))
+def _adapt_beta(beta: float, rate: float, target: float = 0.44) -> float:
+    """Papaioannou et al. (2015): scale the pCN step towards an acceptance rate of about ``target`` (0.44)."""
+    return min(1.0, max(0.05, beta * math.exp(rate - target)))
 
 
 def _level_cov(indicator: Tensor, p: float) -> float:
@@ -247,6 +247,20 @@ def autocorrelation_time(values: Tensor, lag: int = 1) -> float:
     return tau
 
 
+def batch_means_time(values: Tensor) -> float:
+    """Autocorrelation time of a scalar from the spread of its chain means: ``steps Var(chain means) / Var``.
+
+    For chains much longer than their autocorrelation this is :func:`autocorrelation_time`; for short chains that
+    stay in different parts of the law (a slow component that the lag sum cut at the chain's length cannot see)
+    it is larger, so the smaller effective sample size of the two is the safer one.
+    """
+    v = values.to(torch.float64)
+    var = float(v.var(unbiased=False))
+    if var == 0.0:
+        return math.inf
+    return max(1.0, v.shape[1] * float(v.mean(1).var(unbiased=False)) / var)
+
+
 def sample_event_splitting(
     denoiser,
     event: EventFn,
@@ -258,6 +272,7 @@ def sample_event_splitting(
     chains: int | None = None,
     thin: int = 5,
     burn: int = 10,
+    target_acceptance: float = 0.44,
     level_fraction: float = 0.1,
     beta: float = 0.6,
     max_levels: int = 20,
@@ -286,15 +301,19 @@ def sample_event_splitting(
         chains: chains of the final stage (default ``N // 10``, at most the population inside ``E``), started from
             members spread evenly over that population (distinct seeds of the last level where possible).
         thin, burn: moves between kept samples, and moves before the first.
+        target_acceptance: the acceptance rate the step is adapted to during ``burn`` (Papaioannou et al.'s 0.44;
+            on the Lorenz-63 prior 0.2 mixes faster, docs/events.md).
         Others: as in :func:`event_probability_splitting`; ``generator`` is one ``torch.Generator`` (or ``None``).
 
     Returns:
-        ``{"samples", "latents", "event_values", "prob", "log_prob", "cov", "tau", "ess", "acceptance", "beta",
-        "chains", "num_evaluations", "splitting"}``: ``N`` samples in the denoiser's units (step-major: the first ``chains``
-        are one per chain), their latents and ``C``; subset simulation's ``P(E)`` and c.o.v.; the integrated
-        autocorrelation time of ``C`` between kept samples (:func:`autocorrelation_time`) and the effective sample
-        size ``N / tau``; the acceptance rate and step of the kept moves; the number of chains; the sampler runs of the whole call; the
-        subset-simulation result.
+        ``{"samples", "latents", "event_values", "prob", "log_prob", "cov", "tau", "tau_lags", "tau_means", "ess",
+        "acceptance", "beta", "chains", "num_evaluations", "splitting"}``: ``N`` samples in the denoiser's units
+        (step-major: the first ``chains`` are one per chain), their latents and ``C``; subset simulation's ``P(E)``
+        and c.o.v.; the autocorrelation time of ``C`` between kept samples, ``tau``, the larger of ``tau_lags``
+        (:func:`autocorrelation_time`) and ``tau_means`` (:func:`batch_means_time`), and the effective sample size
+        ``N / tau`` (neither sees correlation between chains that share an ancestor, which ``burn`` moves reduce);
+        the acceptance rate and step of the kept moves; the number of chains; the sampler runs of the whole call;
+        the subset-simulation result.
     """
     n, event_shape = int(shape[0]), tuple(int(s) for s in shape[1:])
     if n < 1:
@@ -321,12 +340,14 @@ def sample_event_splitting(
     step = split["next_beta"]
     for _ in tqdm(range(burn), desc="burn-in", disable=not progress):
         z, x, c, keep = _pcn_step(run, z, x, c, 0.0, step, generator)
-        step = _adapt_beta(step, float(keep.double().mean()))
+        step = _adapt_beta(step, float(keep.double().mean()), target_acceptance)
     zs, xs, cs, accepted = _pcn_chains(run, z, x, c, 0.0, step, thin * per_chain, generator)
     kept = slice(thin, None, thin)
-    tau = autocorrelation_time(cs[:, 1:], lag=thin)  # the moves' own steps, read at the thinning lag
+    # the moves' own steps read at the thinning lag, and the spread of the chains' means; the larger is kept
+    tau_lags, tau_means = autocorrelation_time(cs[:, 1:], lag=thin), batch_means_time(cs[:, kept])
+    tau = max(tau_lags, tau_means)
     pick = lambda v: v[:, kept].transpose(0, 1).flatten(0, 1)[:n]  # noqa: E731 - step-major, then truncate
     return {"samples": pick(xs), "latents": pick(zs), "event_values": pick(cs), "prob": split["prob"],
-            "log_prob": split["log_prob"], "cov": split["cov"], "tau": tau, "ess": n / tau,
+            "log_prob": split["log_prob"], "cov": split["cov"], "tau": tau, "tau_lags": tau_lags, "tau_means": tau_means, "ess": n / tau,
             "acceptance": accepted / (k * thin * per_chain), "beta": step, "chains": k,
             "num_evaluations": split["num_evaluations"] + k * (burn + thin * per_chain), "splitting": split}
