@@ -250,9 +250,10 @@ def autocorrelation_time(values: Tensor, lag: int = 1) -> float:
 def batch_means_time(values: Tensor) -> float:
     """Autocorrelation time of a scalar from the spread of its chain means: ``steps Var(chain means) / Var``.
 
-    For chains much longer than their autocorrelation this is :func:`autocorrelation_time`; for short chains that
-    stay in different parts of the law (a slow component that the lag sum cut at the chain's length cannot see)
-    it is larger, so the smaller effective sample size of the two is the safer one.
+    The batch-means estimate (each chain one batch): independent draws give 1, chains that stay where they
+    started give their length. It and :func:`autocorrelation_time` estimate the same quantity for long chains and
+    scatter differently for short ones (the lag sum loses its long lags, the chain means their number), so the
+    smaller effective sample size of the two is the safer one.
     """
     v = values.to(torch.float64)
     var = float(v.var(unbiased=False))

@@ -14,6 +14,7 @@ import torch
 from scidiff.diffusion import karras_sigmas, sample
 from scidiff.dynamics import (
     autocorrelation_time,
+    batch_means_time,
     event_probability_splitting,
     linear_event,
     sample_event,
@@ -118,7 +119,8 @@ def test_conditional_sampler_draws_the_truncated_law(p_event):
     out, a, b, (m, c, u_law) = _conditional(p_event, 0)
     u = out["samples"] @ a
     assert out["samples"].shape == (400, D) and bool((u > b).all())
-    assert 1.0 <= out["tau"] < 3.0 and 0.1 < out["acceptance"] < 0.9
+    assert out["tau"] == max(out["tau_lags"], out["tau_means"]) and 1.0 <= out["tau"] < 3.0
+    assert 0.1 < out["acceptance"] < 0.9
     # thinned chains: the KS critical value of their effective sample size, on a.x and on each coordinate's mean
     assert stats.kstest(u.numpy(), u_law.cdf).statistic < 1.358 / math.sqrt(out["ess"])
     # conditional means: 4 standard errors at the ESS, plus 3 % of the prior's sd for the sampler's discretisation
@@ -154,6 +156,11 @@ def test_autocorrelation_time_of_known_chains():
     assert autocorrelation_time(ar) == pytest.approx((1 + phi) / (1 - phi), rel=0.2)  # AR(1): 9
     assert autocorrelation_time(ar, lag=5) == pytest.approx((1 + phi**5) / (1 - phi**5), rel=0.2)
     assert autocorrelation_time(torch.ones(3, 10)) == math.inf
+    # chain means: independent draws give about 1, chains stuck at different values the chain length
+    assert 0.6 < batch_means_time(torch.randn(400, 10, generator=g)) < 1.5
+    stuck = torch.randn(400, 1, generator=g) + 0.01 * torch.randn(400, 10, generator=g)
+    assert batch_means_time(stuck) == pytest.approx(10, rel=0.01)
+    assert batch_means_time(ar[:, ::5].reshape(-1, 20)) == pytest.approx((1 + phi**5) / (1 - phi**5), rel=0.3)
 
 
 @pytest.mark.parametrize(
