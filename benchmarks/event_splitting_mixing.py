@@ -53,6 +53,7 @@ def main(q: float, targets, cache="outputs/tcache/lorenz63_mc_n200000_t64_seed0_
         v = v - v.mean()
         var = float(v.square().mean())
         rho = [float((v[:, :-k] * v[:, k:]).mean()) / var for k in range(1, 30)]
+        # the lag sum of scidiff.dynamics.autocorrelation_time, capped at lag 29 (as for the figures in the docs)
         cut = next((i for i, r in enumerate(rho) if r <= 0), len(rho))
         tau = 1 + 2 * sum(rho[:cut])
         print(f"target {target}: beta {beta:.3f} acc {sum(acc) / len(acc):.2f} rho(1,5,10,20) {rho[0]:.2f} "
