@@ -301,7 +301,9 @@ def sample_event_splitting(
         n_level: samples per subset-simulation level (default ``N``).
         chains: chains of the final stage (default ``N // 10``, at most the population inside ``E``), started from
             members spread evenly over that population (distinct seeds of the last level where possible).
-        thin, burn: moves between kept samples, and moves before the first.
+        thin, burn: moves between kept samples, and moves before the first. ``burn`` must also undo the
+            population's correlation through shared ancestors, which no ESS here sees: on the Lorenz-63 prior 100
+            moves (about five autocorrelation times) were needed where 20 were not (docs/events.md).
         target_acceptance: the acceptance rate the step is adapted to during ``burn`` (Papaioannou et al.'s 0.44;
             on the Lorenz-63 prior 0.2 mixes faster, docs/events.md).
         Others: as in :func:`event_probability_splitting`; ``generator`` is one ``torch.Generator`` (or ``None``).
