@@ -61,6 +61,7 @@ from scidiff.dynamics import (
     guidance_calibration,
     sample_event,
     sample_event_smc,
+    sample_event_splitting,
     pool_event_smc,
     get_system,
     simulate,
@@ -165,7 +166,8 @@ def entry_trace(prior, event, sigmas, trace: list):
 
 def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n_split: int, samplers, seed: int,
         smc_particles=(), sigma_cut: float = 2.0, pf_ode: bool = False, burn_in: int | None = None,
-        truth_cache: str | None = None, n_like: int = 16, like_steps: int = 12, probes: int = 2, n_calibration: int = 0,
+        truth_cache: str | None = None, split_samples: int = 0, split_thin: int = 5, split_burn: int = 10,
+        split_chains: int | None = None, split_target: float = 0.44, save_samples: str | None = None, n_like: int = 16, like_steps: int = 12, probes: int = 2, n_calibration: int = 0,
         calibration_sigmas=(10.0, 3.0, 1.0, 0.3, 0.05), system: str = "lorenz63") -> dict:
     shape = prior.shape
     mc = monte_carlo(n_mc, shape[-1], seed, burn_in, truth_cache, system)
@@ -189,13 +191,21 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
             out["calibration"] += [dict(r, event=label) for r in rows]
 
         start = time.perf_counter()
-        if n_split:
+        if n_split and split_samples:  # the population moved on by thinned pCN chains inside E
+            split = sample_event_splitting(prior, event, (split_samples, *shape), sigmas, transform=prior.denormalize,
+                                           n_level=n_split, chains=split_chains, thin=split_thin, burn=split_burn,
+                                           target_acceptance=split_target, generator=torch.Generator().manual_seed(seed + 7))
+        elif n_split:
             split = event_probability_splitting(prior, event, (n_split, *shape), sigmas, transform=prior.denormalize,
                                                 generator=torch.Generator().manual_seed(seed + 7))
         else:  # skipped: the prior's conditional law falls back to rejection from the pool
             split = {"prob": p_pool, "cov": float("nan"), "samples": prior.normalize(in_pool), "num_evaluations": 0}
         wall_split = time.perf_counter() - start
         x_split = prior.denormalize(split["samples"])
+        if save_samples:  # for later analysis: the conditional samples and the simulator's conditional windows
+            path = Path(save_samples) / f"split_seed{seed}_q{q}.safetensors"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"samples": x_split.contiguous(), "truth": truth.contiguous()}, str(path))
         out["tail"].append({"event": label, "threshold": threshold, "p_mc": p_mc, "m": len(truth), "p_pool": p_pool,
                             "n_pool_e": len(in_pool), "ks_pool": ks_max(in_pool, truth),
                             "crit_pool": ks_critical(len(in_pool), len(truth)), "p_split": split["prob"],
@@ -260,8 +270,22 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
                 out["estimates"].append({"event": label, "p_mc": p_mc, "method": "PF-ODE identity (median)",
                                          "value": math.exp(est["median"])})
         if n_split:
-            rows.append({"event": label, "method": "subset simulation population", "n": len(x_split), "share": 1.0,
-                         "errors": conditional_errors(x_split, truth, scale), "ks_prior": 0.0, "wall": wall_split})
+            errors, method = conditional_errors(x_split, truth, scale), "subset simulation population"
+            if "ess" in split:  # thinned chains: the critical value of their effective sample size
+                errors["crit"] = ks_critical(int(split["ess"]), len(truth))
+                method = (f"subset simulation + pCN chains ({n_split} per level; {len(x_split)} samples, "
+                          f"thin {split_thin}, burn {split_burn}, target acceptance {split_target}; tau {split['tau']:.2f} (lags "
+                          f"{split['tau_lags']:.2f}, chain means {split['tau_means']:.2f}), ESS {split['ess']:.0f}, "
+                          f"acceptance {split['acceptance']:.2f}, {split['num_evaluations']} runs)")
+            rows.append({"event": label, "method": method, "n": len(x_split), "share": 1.0,
+                         "errors": errors, "ks_prior": 0.0, "wall": wall_split})
+            runs_eq = split["num_evaluations"]  # rejection at equal compute: as many prior sampler runs
+            eq = pool[: min(n_pool, runs_eq)]
+            acc = eq[event(eq) > 0]
+            rows.append({"event": label, "method": f"rejection, {len(eq)} runs (subset simulation: {runs_eq}; "
+                         f"expected in E at equal runs {runs_eq * p_pool:.0f})", "n": len(acc), "share": 1.0,
+                         "errors": conditional_errors(acc, truth, scale), "ks_prior": ks_max(acc, x_split),
+                         "wall": len(eq) / rate})
             eq = pool[: min(n_pool, int(rate * wall_split))]
             out["estimates"] += [
                 {"event": label, "p_mc": p_mc, "method": f"subset simulation ({split['num_evaluations']} runs, "
@@ -353,6 +377,14 @@ def main(argv=None) -> None:
     p.add_argument("--n-split", type=int, default=300,
                    help="samples per level of subset simulation (0: skip it; the prior's conditional law is then the "
                         "rejection sample of the pool)")
+    p.add_argument("--split-samples", type=int, default=0,
+                   help="conditional samples from subset simulation's final population moved on by pCN chains "
+                        "(sample_event_splitting; 0: the population itself)")
+    p.add_argument("--split-thin", type=int, default=5, help="pCN moves between kept samples")
+    p.add_argument("--split-burn", type=int, default=10, help="pCN moves before the first kept sample")
+    p.add_argument("--split-chains", type=int, default=None, help="chains of the final stage (default: samples / 10)")
+    p.add_argument("--split-target", type=float, default=0.44, help="pCN acceptance aimed at in the burn-in")
+    p.add_argument("--save-samples", default=None, help="folder for the subset-simulation samples (safetensors)")
     p.add_argument("--samplers", nargs="*", default=["heun", "pc", "heun_cut", "pc_cut"], choices=list(SAMPLER_OPTIONS))
     p.add_argument("--smc-particles", type=int, nargs="*", default=[],
                    help="particle counts of the smc samplers, one run each (default: --n-event)")
@@ -379,7 +411,9 @@ def main(argv=None) -> None:
     out = run(prior, quantiles=a.quantiles, n_event=a.n_event, steps=a.steps, n_mc=a.n_mc, n_pool=a.n_pool,
               n_split=a.n_split, samplers=a.samplers, seed=a.seed, smc_particles=a.smc_particles,
               sigma_cut=a.sigma_cut, pf_ode=a.pf_ode, n_calibration=a.n_calibration,
-              burn_in=a.burn_in, truth_cache=a.truth_cache, system=a.system)
+              burn_in=a.burn_in, truth_cache=a.truth_cache, system=a.system, split_samples=a.split_samples,
+              split_thin=a.split_thin, split_burn=a.split_burn, split_chains=a.split_chains, split_target=a.split_target,
+              save_samples=a.save_samples)
     print(f"{a.system} prior {tuple(prior.shape)} ({a.prior or 'shipped'}); truth from {a.n_mc} simulator "
           f"trajectories; {a.steps} noise levels; {a.n_event} event samples per sampler; subset simulation with "
           f"{a.n_split} samples per level; total {time.perf_counter() - start:.0f} s")

@@ -19,7 +19,7 @@ from .events import (
     event_mala_move,
     threshold_event,
 )
-from .splitting import event_probability_splitting
+from .splitting import autocorrelation_time, batch_means_time, event_probability_splitting, sample_event_splitting
 from .systems import (
     SYSTEMS,
     System,
@@ -52,6 +52,9 @@ __all__ = [
     "rk4_step",
     "sample_event",
     "sample_event_smc",
+    "sample_event_splitting",
+    "autocorrelation_time",
+    "batch_means_time",
     "pool_event_smc",
     "event_mala_move",
     "sample_predictor_corrector",

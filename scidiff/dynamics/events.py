@@ -518,7 +518,19 @@ def sample_event(
     ``corrector_steps``, ``snr``, ``corrector_sigma_max`` go through ``kwargs``). All use the conditional denoiser
     :class:`EventConditionedDenoiser` (``sigma_max``: guidance only at and below that level); cost per guided
     denoiser call: one forward and one VJP through the network.
+
+    ``sampler="splitting"`` draws instead from the prior's own conditional law, with no guidance and no
+    approximation: :func:`~scidiff.dynamics.sample_event_splitting` (subset simulation in the latent space of the
+    deterministic sampler, then thinned pCN chains inside the event; its options -- ``n_level``, ``chains``,
+    ``thin``, ``burn``, ``level_fraction``, ``beta``, ``batch_size`` -- go through ``kwargs``; ``generator`` must
+    be one ``torch.Generator``). It needs no network gradient; call it directly for ``P(E)`` and the effective
+    sample size.
     """
+    if sampler == "splitting":
+        from .splitting import sample_event_splitting
+
+        return sample_event_splitting(denoiser, event, shape, sigmas, transform=transform, generator=generator,
+                                      **kwargs)["samples"]
     conditional = EventConditionedDenoiser(denoiser, event, transform=transform, eps=eps, link=link,
                                            sigma_max=sigma_max, variance=variance)
     return _sample(conditional, shape, sigmas, sampler=sampler, generator=generator, **kwargs)

@@ -12,7 +12,15 @@ import pytest
 import torch
 
 from scidiff.diffusion import karras_sigmas, sample
-from scidiff.dynamics import event_probability_splitting, linear_event
+from scidiff.dynamics import (
+    autocorrelation_time,
+    batch_means_time,
+    event_probability_splitting,
+    linear_event,
+    sample_event,
+    sample_event_splitting,
+)
+from scipy import stats
 
 from gaussian_event import D, _problem, _truncated_moments
 
@@ -97,3 +105,71 @@ def test_unreached_event_says_so():
     oracle, a, b, *_ = _problem(1e-4)
     with pytest.raises(RuntimeError, match="did not reach the event in 1 levels"):
         _run(oracle, linear_event(a, b), 0, n=20, max_levels=1)
+
+
+def _conditional(p_event, seed, n=400, **kw):
+    oracle, a, b, mu, sd, mean, cov = _problem(p_event)
+    out = sample_event_splitting(oracle, linear_event(a, b), (n, D), SIGMAS, n_level=200, thin=5, burn=10,
+                                 generator=torch.Generator().manual_seed(seed), dtype=torch.float64, **kw)
+    return out, a, b, _truncated_moments(a, b, mu, sd, mean, cov)
+
+
+@pytest.mark.parametrize("p_event", [0.01, 0.001])
+def test_conditional_sampler_draws_the_truncated_law(p_event):
+    out, a, b, (m, c, u_law) = _conditional(p_event, 0)
+    u = out["samples"] @ a
+    assert out["samples"].shape == (400, D) and bool((u > b).all())
+    assert out["tau"] == max(out["tau_lags"], out["tau_means"]) and 1.0 <= out["tau"] < 3.0
+    assert 0.1 < out["acceptance"] < 0.9
+    # thinned chains: the KS critical value of their effective sample size, on a.x and on each coordinate's mean
+    assert stats.kstest(u.numpy(), u_law.cdf).statistic < 1.358 / math.sqrt(out["ess"])
+    # conditional means: 4 standard errors at the ESS, plus 3 % of the prior's sd for the sampler's discretisation
+    # (its law is 2 % too wide along a, which moves the truncated mean by about 2 standard errors here)
+    se = (c.diagonal() / out["ess"]).sqrt()
+    _, _, _, _, _, _, cov = _problem(p_event)
+    assert bool(((out["samples"].mean(0) - m).abs() < 4 * se + 0.03 * cov.diagonal().sqrt()).all())
+    assert 1 / 3 < out["prob"] / p_event < 3  # the sampler's law is 2 % too wide along a (module docstring)
+    split = out["splitting"]
+    k = out["chains"]  # 40 (N / 10), or fewer where the population inside E is smaller
+    assert k <= min(40, len(split["latents"])) and out["num_evaluations"] == split["num_evaluations"] + k * (
+        10 + 5 * math.ceil(400 / k))
+
+
+def test_sample_event_option_is_the_conditional_sampler():
+    oracle, a, b, *_ = _problem(0.01)
+    event = linear_event(a, b)
+    kw = dict(n_level=100, thin=2, burn=3, dtype=torch.float64)
+    x = sample_event(oracle, event, (30, D), SIGMAS, sampler="splitting", generator=torch.Generator().manual_seed(4),
+                     **kw)
+    out = sample_event_splitting(oracle, event, (30, D), SIGMAS, generator=torch.Generator().manual_seed(4), **kw)
+    assert torch.equal(x, out["samples"]) and x.shape == (30, D)
+
+
+def test_autocorrelation_time_of_known_chains():
+    g = torch.Generator().manual_seed(0)
+    assert autocorrelation_time(torch.randn(50, 400, generator=g)) == pytest.approx(1.0, abs=0.1)
+    phi, noise = 0.8, torch.randn(50, 2000, generator=g, dtype=torch.float64)
+    ar = torch.zeros_like(noise)
+    for t in range(1, noise.shape[1]):
+        ar[:, t] = phi * ar[:, t - 1] + noise[:, t]
+    ar = ar[:, 200:]
+    assert autocorrelation_time(ar) == pytest.approx((1 + phi) / (1 - phi), rel=0.2)  # AR(1): 9
+    assert autocorrelation_time(ar, lag=5) == pytest.approx((1 + phi**5) / (1 - phi**5), rel=0.2)
+    assert autocorrelation_time(torch.ones(3, 10)) == math.inf
+    # chain means: independent draws give about 1, chains stuck at different values the chain length
+    assert 0.6 < batch_means_time(torch.randn(400, 10, generator=g)) < 1.5
+    stuck = torch.randn(400, 1, generator=g) + 0.01 * torch.randn(400, 10, generator=g)
+    assert batch_means_time(stuck) == pytest.approx(10, rel=0.01)
+    assert batch_means_time(ar[:, ::5].reshape(-1, 20)) == pytest.approx((1 + phi**5) / (1 - phi**5), rel=0.3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"thin": 0}, "thin"), ({"burn": -1}, "burn"), ({"chains": 10_000}, "chains must be in"),
+     ({"generator": [torch.Generator()] * 20}, "one torch.Generator")],
+)
+def test_conditional_sampler_refuses_bad_settings(kwargs, match):
+    oracle, a, b, *_ = _problem(0.5)
+    kw = dict({"generator": torch.Generator().manual_seed(0)}, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        sample_event_splitting(oracle, linear_event(a, b), (20, D), SIGMAS, n_level=20, **kw)
