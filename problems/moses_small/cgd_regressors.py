@@ -89,7 +89,7 @@ def predictions_by_bin(paths, records, values, by, edges, n_max: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--property", choices=["qed", "qed_noalerts", "logp", "logp_peak"], default="qed")
+    p.add_argument("--property", choices=sorted(molecular_properties()), default="qed")
     p.add_argument("--model", default="moses15", help="denoiser whose forward process noises the inputs")
     p.add_argument("--max-atoms", type=int, default=15)
     p.add_argument("--quantile", type=float, default=0.6)
@@ -110,7 +110,8 @@ def main() -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--evaluate", nargs="+", default=None, metavar="FILE",
                    help="no training: mean predictions of saved regressors by bins of --bins-by on the training set")
-    p.add_argument("--bins-by", default="logp", help="property whose bins --evaluate uses")
+    p.add_argument("--bins-by", choices=sorted(molecular_properties()), default="logp",
+                   help="property whose bins --evaluate uses")
     p.add_argument("--bin-edges", type=float, nargs="+", default=[-9, 1.5, 2.5, 2.78, 3.2, 3.5, 3.8, 9])
     args = p.parse_args()
 
