@@ -167,7 +167,7 @@ def entry_trace(prior, event, sigmas, trace: list):
 def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n_split: int, samplers, seed: int,
         smc_particles=(), sigma_cut: float = 2.0, pf_ode: bool = False, burn_in: int | None = None,
         truth_cache: str | None = None, split_samples: int = 0, split_thin: int = 5, split_burn: int = 10,
-        split_chains: int | None = None, split_target: float = 0.44, save_samples: str | None = None, n_like: int = 16, like_steps: int = 12, probes: int = 2, n_calibration: int = 0,
+        split_chains: int | None = None, split_target: float = 0.44, split_runs: int = 1, save_samples: str | None = None, n_like: int = 16, like_steps: int = 12, probes: int = 2, n_calibration: int = 0,
         calibration_sigmas=(10.0, 3.0, 1.0, 0.3, 0.05), system: str = "lorenz63") -> dict:
     shape = prior.shape
     mc = monte_carlo(n_mc, shape[-1], seed, burn_in, truth_cache, system)
@@ -194,7 +194,8 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
         if n_split and split_samples:  # the population moved on by thinned pCN chains inside E
             split = sample_event_splitting(prior, event, (split_samples, *shape), sigmas, transform=prior.denormalize,
                                            n_level=n_split, chains=split_chains, thin=split_thin, burn=split_burn,
-                                           target_acceptance=split_target, generator=torch.Generator().manual_seed(seed + 7))
+                                           target_acceptance=split_target, runs=split_runs,
+                                           generator=torch.Generator().manual_seed(seed + 7))
         elif n_split:
             split = event_probability_splitting(prior, event, (n_split, *shape), sigmas, transform=prior.denormalize,
                                                 generator=torch.Generator().manual_seed(seed + 7))
@@ -273,9 +274,18 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
             errors, method = conditional_errors(x_split, truth, scale), "subset simulation population"
             if "ess" in split:  # thinned chains: the critical value of their effective sample size
                 errors["crit"] = ks_critical(int(split["ess"]), len(truth))
+                if "runs" in split:  # pooled: each run's tau and share; the KS of the runs' samples unweighted
+                    parts = split["runs"]
+                    flat = prior.denormalize(torch.cat([r["samples"] for r in parts]))
+                    taus = "/".join(f"{r['tau']:.2f}" for r in parts)
+                    shares = "/".join(f"{w:.2f}" for w in split["run_weights"])
+                    pooled = (f"{len(parts)} runs pooled (run shares {shares}; tau {taus}; KS of the runs' samples "
+                              f"unweighted {ks_max(flat, truth):.3f})")
+                else:
+                    pooled = f"tau lags {split['tau_lags']:.2f}, chain means {split['tau_means']:.2f}"
                 method = (f"subset simulation + pCN chains ({n_split} per level; {len(x_split)} samples, "
-                          f"thin {split_thin}, burn {split_burn}, target acceptance {split_target}; tau {split['tau']:.2f} (lags "
-                          f"{split['tau_lags']:.2f}, chain means {split['tau_means']:.2f}), ESS {split['ess']:.0f}, "
+                          f"thin {split_thin}, burn {split_burn}, target acceptance {split_target}; tau {split['tau']:.2f} "
+                          f"({pooled}), ESS {split['ess']:.0f}, "
                           f"acceptance {split['acceptance']:.2f}, {split['num_evaluations']} runs)")
             rows.append({"event": label, "method": method, "n": len(x_split), "share": 1.0,
                          "errors": errors, "ks_prior": 0.0, "wall": wall_split})
@@ -384,6 +394,9 @@ def main(argv=None) -> None:
     p.add_argument("--split-burn", type=int, default=10, help="pCN moves before the first kept sample")
     p.add_argument("--split-chains", type=int, default=None, help="chains of the final stage (default: samples / 10)")
     p.add_argument("--split-target", type=float, default=0.44, help="pCN acceptance aimed at in the burn-in")
+    p.add_argument("--split-runs", type=int, default=1,
+                   help="independent subset-simulation runs pooled by their P(E) (each with 1/R of the samples, "
+                        "levels and chains)")
     p.add_argument("--save-samples", default=None, help="folder for the subset-simulation samples (safetensors)")
     p.add_argument("--samplers", nargs="*", default=["heun", "pc", "heun_cut", "pc_cut"], choices=list(SAMPLER_OPTIONS))
     p.add_argument("--smc-particles", type=int, nargs="*", default=[],
@@ -413,6 +426,7 @@ def main(argv=None) -> None:
               sigma_cut=a.sigma_cut, pf_ode=a.pf_ode, n_calibration=a.n_calibration,
               burn_in=a.burn_in, truth_cache=a.truth_cache, system=a.system, split_samples=a.split_samples,
               split_thin=a.split_thin, split_burn=a.split_burn, split_chains=a.split_chains, split_target=a.split_target,
+              split_runs=a.split_runs,
               save_samples=a.save_samples)
     print(f"{a.system} prior {tuple(prior.shape)} ({a.prior or 'shipped'}); truth from {a.n_mc} simulator "
           f"trajectories; {a.steps} noise levels; {a.n_event} event samples per sampler; subset simulation with "

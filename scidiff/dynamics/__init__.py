@@ -19,7 +19,13 @@ from .events import (
     event_mala_move,
     threshold_event,
 )
-from .splitting import autocorrelation_time, batch_means_time, event_probability_splitting, sample_event_splitting
+from .splitting import (
+    autocorrelation_time,
+    batch_means_time,
+    event_probability_splitting,
+    pool_event_splitting,
+    sample_event_splitting,
+)
 from .systems import (
     SYSTEMS,
     System,
@@ -56,6 +62,7 @@ __all__ = [
     "autocorrelation_time",
     "batch_means_time",
     "pool_event_smc",
+    "pool_event_splitting",
     "event_mala_move",
     "sample_predictor_corrector",
     "simulate",
