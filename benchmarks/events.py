@@ -167,7 +167,8 @@ def entry_trace(prior, event, sigmas, trace: list):
 def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n_split: int, samplers, seed: int,
         smc_particles=(), sigma_cut: float = 2.0, pf_ode: bool = False, burn_in: int | None = None,
         truth_cache: str | None = None, split_samples: int = 0, split_thin: int = 5, split_burn: int = 10,
-        split_chains: int | None = None, split_target: float = 0.44, split_runs: int = 1, save_samples: str | None = None, n_like: int = 16, like_steps: int = 12, probes: int = 2, n_calibration: int = 0,
+        split_chains: int | None = None, split_target: float = 0.44, split_runs: int = 1,
+        save_samples: str | None = None, n_like: int = 16, like_steps: int = 12, probes: int = 2, n_calibration: int = 0,
         calibration_sigmas=(10.0, 3.0, 1.0, 0.3, 0.05), system: str = "lorenz63") -> dict:
     shape = prior.shape
     mc = monte_carlo(n_mc, shape[-1], seed, burn_in, truth_cache, system)
@@ -284,7 +285,8 @@ def run(prior, *, quantiles, n_event: int, steps: int, n_mc: int, n_pool: int, n
                 else:
                     pooled = f"tau lags {split['tau_lags']:.2f}, chain means {split['tau_means']:.2f}"
                 method = (f"subset simulation + pCN chains ({n_split} per level; {len(x_split)} samples, "
-                          f"thin {split_thin}, burn {split_burn}, target acceptance {split_target}; tau {split['tau']:.2f} "
+                          f"thin {split_thin}, burn {split_burn}, target acceptance {split_target}; "
+                          f"tau {split['tau']:.2f} "
                           f"({pooled}), ESS {split['ess']:.0f}, "
                           f"acceptance {split['acceptance']:.2f}, {split['num_evaluations']} runs)")
             rows.append({"event": label, "method": method, "n": len(x_split), "share": 1.0,
