@@ -19,13 +19,7 @@ from .events import (
     event_mala_move,
     threshold_event,
 )
-from .splitting import (
-    autocorrelation_time,
-    batch_means_time,
-    event_probability_splitting,
-    pool_event_splitting,
-    sample_event_splitting,
-)
+from .splitting import autocorrelation_time, batch_means_time, event_probability_splitting, sample_event_splitting
 from .systems import (
     SYSTEMS,
     System,
@@ -62,7 +56,6 @@ __all__ = [
     "autocorrelation_time",
     "batch_means_time",
     "pool_event_smc",
-    "pool_event_splitting",
     "event_mala_move",
     "sample_predictor_corrector",
     "simulate",

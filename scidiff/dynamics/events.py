@@ -522,8 +522,8 @@ def sample_event(
     ``sampler="splitting"`` draws instead from the prior's own conditional law, with no guidance and no
     approximation: :func:`~scidiff.dynamics.sample_event_splitting` (subset simulation in the latent space of the
     deterministic sampler, then thinned pCN chains inside the event; its options -- ``n_level``, ``chains``,
-    ``thin``, ``burn``, ``level_fraction``, ``beta``, ``runs``, ``batch_size`` -- go through ``kwargs``;
-    ``generator`` must be one ``torch.Generator``). It needs no network gradient; call it directly for ``P(E)`` and the effective
+    ``thin``, ``burn``, ``level_fraction``, ``beta``, ``batch_size`` -- go through ``kwargs``; ``generator`` must
+    be one ``torch.Generator``). It needs no network gradient; call it directly for ``P(E)`` and the effective
     sample size.
     """
     if sampler == "splitting":

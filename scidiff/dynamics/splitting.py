@@ -39,7 +39,7 @@ from torch import Tensor
 from ..diffusion._utils import check_finite
 from ..diffusion.random import Generator, randn
 from ..diffusion.samplers import SAMPLERS
-from .events import EventFn, pool_event_smc
+from .events import EventFn
 
 DETERMINISTIC = ("heun", "euler", "ddim")
 
@@ -277,7 +277,6 @@ def sample_event_splitting(
     level_fraction: float = 0.1,
     beta: float = 0.6,
     max_levels: int = 20,
-    runs: int = 1,
     sampler: str = "heun",
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
@@ -307,8 +306,6 @@ def sample_event_splitting(
             moves (about five autocorrelation times) were needed where 20 were not (docs/events.md).
         target_acceptance: the acceptance rate the step is adapted to during ``burn`` (Papaioannou et al.'s 0.44;
             on the Lorenz-63 prior 0.2 mixes faster, docs/events.md).
-        runs: ``R > 1`` makes ``R`` independent calls with ``N / R`` samples, ``n_level / R`` per level and
-            ``chains / R`` chains each (the same compute) and pools them by :func:`pool_event_splitting`.
         Others: as in :func:`event_probability_splitting`; ``generator`` is one ``torch.Generator`` (or ``None``).
 
     Returns:
@@ -328,18 +325,6 @@ def sample_event_splitting(
         raise ValueError(f"thin must be >= 1 and burn >= 0, got thin={thin}, burn={burn}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError("sample_event_splitting takes one torch.Generator (or None), not per-sample generators")
-    if runs != 1:
-        n_level = n_level or n
-        if runs < 1 or n % runs or n_level % runs or (chains is not None and chains % runs):
-            raise ValueError(f"runs must be >= 1 and divide shape[0], n_level and chains; got runs={runs}, "
-                             f"shape[0]={n}, n_level={n_level}, chains={chains}")
-        one = [sample_event_splitting(
-            denoiser, event, (n // runs, *event_shape), sigmas, transform=transform, n_level=n_level // runs,
-            chains=None if chains is None else chains // runs, thin=thin, burn=burn,
-            target_acceptance=target_acceptance, level_fraction=level_fraction, beta=beta, max_levels=max_levels,
-            sampler=sampler, batch_size=batch_size, generator=generator, device=device, dtype=dtype,
-            progress=progress, **sampler_kwargs) for _ in range(runs)]
-        return pool_event_splitting(one, generator=generator)
     split = event_probability_splitting(
         denoiser, event, (n_level or n, *event_shape), sigmas, transform=transform, level_fraction=level_fraction,
         beta=beta, max_levels=max_levels, sampler=sampler, batch_size=batch_size, generator=generator, device=device,
@@ -369,40 +354,3 @@ def sample_event_splitting(
             "log_prob": split["log_prob"], "cov": split["cov"], "tau": tau, "tau_lags": tau_lags, "tau_means": tau_means, "ess": n / tau,
             "acceptance": accepted / (k * thin * per_chain), "beta": step, "chains": k,
             "num_evaluations": split["num_evaluations"] + k * (burn + thin * per_chain), "splitting": split}
-
-
-def pool_event_splitting(runs: Sequence[dict], *, generator: torch.Generator | None = None) -> dict:
-    """Independent runs of :func:`sample_event_splitting` pooled into one population of ``p(x | E)``.
-
-    Each run's samples carry equal weights within the run and the run's share ``P_r(E) / sum_r P_r(E)`` (the
-    weighting of :func:`~scidiff.dynamics.pool_event_smc`, which does the pooling), and the pooled ``P(E)`` is the
-    mean of the runs'. Independent runs start from independent latents, so they settle on different parts of the
-    event where one run's chains would stay near its own last-level seeds.
-
-    The effective sample size is that of a weighted mean of a scalar: run ``r`` (share ``w_r``, ``n_r`` samples,
-    autocorrelation time ``tau_r``) adds ``w_r^2 tau_r / n_r`` to its variance, so ``ESS = 1 / sum_r w_r^2 tau_r /
-    n_r`` (``n / tau`` for one run; Kish's ``1 / sum w_i^2`` for independent samples).
-
-    Returns:
-        ``{"samples"`` (as many draws as the runs' samples together, resampled from the weighted pool),
-        ``"particles"``, ``"log_weights"``, ``"prob"``, ``"log_prob"``, ``"cov"`` (of the mean, from the runs'
-        c.o.v.), ``"ess"``, ``"tau"`` (samples / ESS), ``"run_weights"``, ``"acceptance"`` (mean over runs),
-        ``"chains"`` and ``"num_evaluations"`` (summed), ``"runs"`` (the runs' results)``}``.
-    """
-    if len(runs) < 1:
-        raise ValueError("pool_event_splitting needs at least one run")
-    sizes = [len(r["samples"]) for r in runs]
-    pooled = pool_event_smc(
-        [{"particles": r["samples"], "log_weights": torch.full((k,), -math.log(k), dtype=torch.float64,
-                                                                device=r["samples"].device),
-          "log_evidence": r["log_prob"], "lineages": r["chains"]} for r, k in zip(runs, sizes)],
-        generator=generator, num_samples=sum(sizes))
-    share = pooled["run_weights"]
-    ess = 1.0 / sum(w * w * r["tau"] / k for w, r, k in zip(share, runs, sizes))
-    prob = math.exp(pooled["log_evidence"])
-    cov = math.sqrt(sum((r["cov"] * r["prob"]) ** 2 for r in runs)) / (len(runs) * prob)
-    return {"samples": pooled["samples"], "particles": pooled["particles"], "log_weights": pooled["log_weights"],
-            "prob": prob, "log_prob": pooled["log_evidence"], "cov": cov, "ess": ess, "tau": sum(sizes) / ess,
-            "run_weights": share, "acceptance": sum(r["acceptance"] for r in runs) / len(runs),
-            "chains": sum(r["chains"] for r in runs), "num_evaluations": sum(r["num_evaluations"] for r in runs),
-            "runs": list(runs)}
