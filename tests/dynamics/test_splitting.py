@@ -175,7 +175,6 @@ def test_conditional_sampler_refuses_bad_settings(kwargs, match):
         sample_event_splitting(oracle, linear_event(a, b), (20, D), SIGMAS, n_level=20, **kw)
 
 
-
 def test_benchmark_pools_independent_runs_by_their_event_probability():
     """benchmarks/events.py --split-runs: R runs of a quarter of the samples, levels and chains, pooled by P(E)."""
     import runpy
