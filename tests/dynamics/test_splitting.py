@@ -173,3 +173,30 @@ def test_conditional_sampler_refuses_bad_settings(kwargs, match):
     kw = dict({"generator": torch.Generator().manual_seed(0)}, **kwargs)
     with pytest.raises(ValueError, match=match):
         sample_event_splitting(oracle, linear_event(a, b), (20, D), SIGMAS, n_level=20, **kw)
+
+
+def test_benchmark_pools_independent_runs_by_their_event_probability():
+    """benchmarks/events.py --split-runs: R runs of a quarter of the samples, levels and chains, pooled by P(E)."""
+    import runpy
+    from pathlib import Path
+
+    bench = runpy.run_path(str(Path(__file__).resolve().parents[2] / "benchmarks/events.py"))
+    oracle, a, b, mu, sd, mean, cov = _problem(0.001)
+    _, _, u_law = _truncated_moments(a, b, mu, sd, mean, cov)
+    kw = dict(n_level=400, thin=5, burn=10, dtype=torch.float64)
+    out = bench["pooled_splitting"](oracle, linear_event(a, b), (400, D), SIGMAS, runs=4,
+                                    generator=torch.Generator().manual_seed(0), **kw)
+    single = sample_event_splitting(oracle, linear_event(a, b), (400, D), SIGMAS,
+                                    generator=torch.Generator().manual_seed(0), **kw)
+    parts = out["runs"]
+    assert len(parts) == 4 and all(len(r["samples"]) == 100 and r["chains"] == 10 for r in parts)
+    assert out["samples"].shape == (400, D) and bool((out["samples"] @ a > b).all())
+    # P(E) is the mean of the runs'; the shares are their P(E) over the sum; ESS from shares and each run's tau
+    assert out["prob"] == pytest.approx(sum(r["prob"] for r in parts) / 4)
+    assert out["run_weights"] == pytest.approx([r["prob"] / (4 * out["prob"]) for r in parts])
+    assert out["ess"] == pytest.approx(1 / sum(w * w * r["tau"] / 100 for w, r in zip(out["run_weights"], parts)))
+    assert stats.kstest((out["samples"] @ a).numpy(), u_law.cdf).statistic < 1.358 / math.sqrt(out["ess"])
+    # equal compute: as many sampler runs as one run of the whole, up to the levels' rounding
+    assert abs(out["num_evaluations"] / single["num_evaluations"] - 1) < 0.15
+    with pytest.raises(ValueError, match="runs must divide"):
+        bench["pooled_splitting"](oracle, linear_event(a, b), (30, D), SIGMAS, runs=4, n_level=40)
