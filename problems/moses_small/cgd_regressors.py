@@ -11,7 +11,8 @@ R^2 on the held-out test molecules at several noise levels, and write ``OUT/<nam
 
 ``--property qed_noalerts`` is QED with its structural-alert term weighted 0 (see :func:`scidiff.graphs.molecules.qed_without_alerts`);
 ``--property logp_peak`` is the constructed test :func:`scidiff.graphs.molecules.logp_peak`.
-``--evaluate FILES --bins-by logp`` prints saved regressors' mean predictions by bins of another property.
+``--lambda-s A B .. --lambda-d C D ..`` searches the two CGD scales separately, as the paper does (pairs with
+lambda_d / lambda_s below 1e-3 skipped). ``--evaluate FILES --bins-by logp`` prints saved regressors' mean predictions by bins of another property.
 ``benchmarks/graphs.py --only cgd --cgd-regressors OUT/plain-*.safetensors OUT/cgd-*.safetensors`` then samples
 with the best of each kind.
 """
@@ -26,8 +27,8 @@ from pathlib import Path
 import torch
 
 from scidiff.graphs import MosesSubset, load_model, prepare
-from scidiff.graphs.guidance import (GraphRegressor, cgd_batches, gaussian_nll, noisy_inputs, r_squared_by_noise, save_regressor,
-                                     train_regressor)
+from scidiff.graphs.guidance import (GraphRegressor, cgd_batches, cgd_scale_grid, gaussian_nll, noisy_inputs,
+                                     r_squared_by_noise, save_regressor, train_regressor)
 from scidiff.graphs.molecules import molecular_properties
 
 
@@ -104,7 +105,12 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
     p.add_argument("--plain-decays", type=float, nargs="*", default=[0.01])
-    p.add_argument("--cgd-lambdas", type=float, nargs="*", default=[0.01, 0.1])
+    p.add_argument("--cgd-lambdas", type=float, nargs="*", default=[0.01, 0.1], help="lambda_s = lambda_d settings")
+    p.add_argument("--lambda-s", type=float, nargs="*", default=[],
+                   help="with --lambda-d: the two CGD scales searched separately (all pairs with lambda_d / lambda_s >= 1e-3)")
+    p.add_argument("--lambda-d", type=float, nargs="*", default=[])
+    p.add_argument("--t-max", type=int, default=None,
+                   help="train (and validate) only on noise levels t <= T_MAX; guidance with it is off above")
     p.add_argument("--levels", type=int, nargs="+", default=[1, 25, 50, 75, 100])
     p.add_argument("--ceiling-only", action="store_true", help="only the least-squares R^2 of the clean descriptors")
     p.add_argument("--out", default=None)
@@ -121,7 +127,7 @@ def main() -> None:
     recs, test_recs = prepare(train, 0), prepare(test, 0)
     values, test_values = property_values(train, args.property), property_values(test, args.property)
     cut = float(torch.quantile(values, args.quantile))
-    labelled, context, val_inputs, val_y, mean, std = cgd_batches(model, recs, values, cut)
+    labelled, context, val_inputs, val_y, mean, std = cgd_batches(model, recs, values, cut, t_max=args.t_max)
     n_lab = int((values <= cut).sum())
     inside = (test_values <= cut).nonzero().flatten().tolist()
     beyond = (test_values > cut).nonzero().flatten().tolist()
@@ -145,6 +151,10 @@ def main() -> None:
         p.error("--out is required unless --ceiling-only")
     grid = [(f"plain-wd{wd:g}", None, {"weight_decay": wd}) for wd in args.plain_decays]
     grid += [(f"cgd-l{lam:g}", context, {"lambda_s": lam, "lambda_d": lam}) for lam in args.cgd_lambdas]
+    if bool(args.lambda_s) != bool(args.lambda_d):
+        p.error("--lambda-s and --lambda-d go together")
+    grid += [(f"cgd-s{ls:g}-d{ld:g}", context, {"lambda_s": ls, "lambda_d": ld})
+             for ls, ld in cgd_scale_grid(args.lambda_s, args.lambda_d) if ls != ld or ls not in args.cgd_lambdas]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{args.property}: labels for {n_lab} of {len(recs)} training molecules (<= {cut:.3f}); held-out test "
@@ -180,7 +190,7 @@ def main() -> None:
         info = {"property": args.property, "cut": cut, "label_mean": float(mean), "label_std": float(std),
                 "steps": len(hist), "seconds": secs, "final_loss": final, "ood_val_nll": nll,
                 "ood_val_mean_prediction": float(mu.mean()), "r2_inside": r2_in, "r2_all": r2_all,
-                "corr_beyond": corr, "setting": name, "command": "python problems/moses_small/cgd_regressors.py "
+                "corr_beyond": corr, "setting": name, "t_max": args.t_max, "command": "python problems/moses_small/cgd_regressors.py "
                 + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())}
         save_regressor(reg, out / f"{name}.safetensors", info)
         summary[name] = info
