@@ -12,7 +12,9 @@ R^2 on the held-out test molecules at several noise levels, and write ``OUT/<nam
 ``--property qed_noalerts`` is QED with its structural-alert term weighted 0 (see :func:`scidiff.graphs.molecules.qed_without_alerts`);
 ``--property logp_peak`` is the constructed test :func:`scidiff.graphs.molecules.logp_peak`.
 ``--lambda-s A B .. --lambda-d C D ..`` searches the two CGD scales separately, as the paper does (pairs with
-lambda_d / lambda_s below 1e-3 skipped). ``--evaluate FILES --bins-by logp`` prints saved regressors' mean predictions by bins of another property.
+lambda_d / lambda_s below 1e-3 skipped). ``--t-max N`` trains on noise levels t <= N only.
+``--evaluate FILES --bins-by logp`` prints saved regressors' mean predictions by bins of another property, and
+with ``--gradient-norms`` the norms of their guidance gradients by those bins and by noise level (``--levels``).
 ``benchmarks/graphs.py --only cgd --cgd-regressors OUT/plain-*.safetensors OUT/cgd-*.safetensors`` then samples
 with the best of each kind.
 """
@@ -88,6 +90,30 @@ def predictions_by_bin(paths, records, values, by, edges, n_max: int) -> None:
         print(f"| {info.get('setting', path)} | " + " | ".join(f"{float(pred[sel].mean()):.2f}" for *_, sel in cells) + " |")
 
 
+def gradient_norms_by_bin(paths, model, records, by, edges, levels, n: int = 600) -> None:
+    """For each saved regressor and noise level: the mean norm of its guidance gradient (weight 1, over atom and bond
+    classes) on ``n`` random training molecules noised to that level, in bins of the property ``by``. Shows whether
+    a regularised regressor guides less off the labelled data than on it, or less everywhere."""
+    from scidiff.graphs.guidance import load_regressor, property_guidance
+    from scidiff.graphs.model import _pad, _target_masks
+
+    idx = torch.randperm(len(records), generator=torch.Generator().manual_seed(0))[:n].tolist()
+    x0, a0, mask = _pad([(records[i][0], records[i][1]) for i in idx], model.n_max)
+    tgt, tgt_e = _target_masks(mask, torch.zeros(len(idx), dtype=torch.long))
+    cells = [(lo, hi, (by[idx] > lo) & (by[idx] <= hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+    print("| regressor | t | " + " | ".join(f"({lo:g}, {hi:g}]: {int(sel.sum())}" for lo, hi, sel in cells) + " |")
+    print("|---" * (len(cells) + 2) + "|")
+    regs = [load_regressor(p) for p in paths]
+    for level in levels:
+        t = torch.full((len(idx),), int(level))
+        xt, et = model.noise(x0, a0, tgt, tgt_e, t, torch.Generator().manual_seed(int(level)))
+        for reg, info in regs:
+            gx, ge = property_guidance(reg, 1.0)(xt, et, mask, tgt, tgt_e, t)
+            norm = (gx.pow(2).sum((1, 2)) + ge.pow(2).sum((1, 2, 3))).sqrt()
+            print(f"| {info.get('setting')} | {level} | " + " | ".join(f"{float(norm[sel].mean()):.3f}" for *_, sel in cells)
+                  + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--property", choices=sorted(molecular_properties()), default="qed")
@@ -116,6 +142,8 @@ def main() -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--evaluate", nargs="+", default=None, metavar="FILE",
                    help="no training: mean predictions of saved regressors by bins of --bins-by on the training set")
+    p.add_argument("--gradient-norms", action="store_true",
+                   help="with --evaluate: guidance-gradient norms by bins of --bins-by at the noise levels --levels")
     p.add_argument("--bins-by", choices=sorted(molecular_properties()), default="logp",
                    help="property whose bins --evaluate uses")
     p.add_argument("--bin-edges", type=float, nargs="+", default=[-9, 1.5, 2.5, 2.78, 3.2, 3.5, 3.8, 9])
@@ -131,6 +159,9 @@ def main() -> None:
     n_lab = int((values <= cut).sum())
     inside = (test_values <= cut).nonzero().flatten().tolist()
     beyond = (test_values > cut).nonzero().flatten().tolist()
+    if args.evaluate and args.gradient_norms:
+        gradient_norms_by_bin(args.evaluate, model, recs, property_values(train, args.bins_by), args.bin_edges, args.levels)
+        return
     if args.evaluate:
         predictions_by_bin(args.evaluate, recs, values, property_values(train, args.bins_by), args.bin_edges,
                            model.n_max)
