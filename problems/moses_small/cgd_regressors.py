@@ -137,6 +137,8 @@ def main() -> None:
     p.add_argument("--lambda-d", type=float, nargs="*", default=[])
     p.add_argument("--t-max", type=int, default=None,
                    help="train (and validate) only on noise levels t <= T_MAX; guidance with it is off above")
+    p.add_argument("--unlabelled-context", action="store_true",
+                   help="CGD's context set = the training molecules without labels only (default: all of them)")
     p.add_argument("--levels", type=int, nargs="+", default=[1, 25, 50, 75, 100])
     p.add_argument("--ceiling-only", action="store_true", help="only the least-squares R^2 of the clean descriptors")
     p.add_argument("--out", default=None)
@@ -155,7 +157,8 @@ def main() -> None:
     recs, test_recs = prepare(train, 0), prepare(test, 0)
     values, test_values = property_values(train, args.property), property_values(test, args.property)
     cut = float(torch.quantile(values, args.quantile))
-    labelled, context, val_inputs, val_y, mean, std = cgd_batches(model, recs, values, cut, t_max=args.t_max)
+    labelled, context, val_inputs, val_y, mean, std = cgd_batches(model, recs, values, cut, t_max=args.t_max,
+                                                                  unlabelled_context=args.unlabelled_context)
     n_lab = int((values <= cut).sum())
     inside = (test_values <= cut).nonzero().flatten().tolist()
     beyond = (test_values > cut).nonzero().flatten().tolist()
@@ -221,7 +224,8 @@ def main() -> None:
         info = {"property": args.property, "cut": cut, "label_mean": float(mean), "label_std": float(std),
                 "steps": len(hist), "seconds": secs, "final_loss": final, "ood_val_nll": nll,
                 "ood_val_mean_prediction": float(mu.mean()), "r2_inside": r2_in, "r2_all": r2_all,
-                "corr_beyond": corr, "setting": name, "t_max": args.t_max, "command": "python problems/moses_small/cgd_regressors.py "
+                "corr_beyond": corr, "setting": name, "t_max": args.t_max,
+                "context": "unlabelled" if args.unlabelled_context else "all", "command": "python problems/moses_small/cgd_regressors.py "
                 + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())}
         save_regressor(reg, out / f"{name}.safetensors", info)
         summary[name] = info

@@ -249,12 +249,13 @@ def noisy_inputs(model, records, idx, generator: torch.Generator, t_max: int | N
     return xt, et, mask, t
 
 
-def cgd_batches(model, records, values: Tensor, cut: float, batch: int = 64, n_val: int = 256, t_max: int | None = None):
-    """The CGD training split: labels only for ``values <= cut``; every molecule is unlabelled context; ``n_val``
-    molecules beyond the cut form the out-of-distribution validation set (labels used only to pick the
-    regularisation strength, as Klarner et al. 2024). All inputs are noised at levels up to ``t_max`` (default T).
-    Returns the labelled and context batch makers, the validation inputs and standardised labels, and the
-    labelled mean and std."""
+def cgd_batches(model, records, values: Tensor, cut: float, batch: int = 64, n_val: int = 256, t_max: int | None = None,
+                unlabelled_context: bool = False):
+    """The CGD training split: labels only for ``values <= cut``; every molecule is unlabelled context (only the
+    molecules without labels with ``unlabelled_context``); ``n_val`` molecules beyond the cut form the
+    out-of-distribution validation set (labels used only to pick the regularisation strength, as Klarner et al.
+    2024). All inputs are noised at levels up to ``t_max`` (default T). Returns the labelled and context batch
+    makers, the validation inputs and standardised labels, and the labelled mean and std."""
     lab = (values <= cut).nonzero().flatten().tolist()
     above = (values > cut).nonzero().flatten()
     val = above[torch.randperm(len(above), generator=torch.Generator().manual_seed(1))[:n_val]].tolist()
@@ -266,7 +267,11 @@ def cgd_batches(model, records, values: Tensor, cut: float, batch: int = 64, n_v
         return noisy_inputs(model, records, idx, g, t_max), (values[idx] - mean) / std, 0.0
 
     def context():
-        inputs = noisy_inputs(model, records, torch.randint(len(records), (batch,), generator=g).tolist(), g, t_max)
+        if unlabelled_context:
+            idx = above[torch.randint(len(above), (batch,), generator=g)].tolist()
+        else:
+            idx = torch.randint(len(records), (batch,), generator=g).tolist()
+        inputs = noisy_inputs(model, records, idx, g, t_max)
         return inputs, inputs[3].double() / model.T
 
     val_inputs = noisy_inputs(model, records, val, torch.Generator().manual_seed(2), t_max)

@@ -285,3 +285,13 @@ def test_low_noise_regressor_trains_and_guides_only_up_to_t_max():
     gx, ge = property_guidance(reg, 5.0, t_max=3)(xt, et, mask, tgt, tgt_e, torch.full((len(xt),), 3))
     gx0, ge0 = property_guidance(reg, 5.0)(xt, et, mask, tgt, tgt_e, torch.full((len(xt),), 3))
     assert ge.abs().sum() > 0 and torch.equal(gx, gx0) and torch.equal(ge, ge0)
+
+
+def test_unlabelled_context_draws_only_molecules_without_labels():
+    from scidiff.graphs.guidance import cgd_batches
+
+    recs = prepare([graph_to_data(nx.path_graph(n)) for n in (3, 4, 5, 6, 7, 8)], 0)
+    model = BlockDiffusion.from_records(recs, 1, 2, max_hops=0, T=10)
+    _, context, *_ = cgd_batches(model, recs, torch.arange(3.0, 9.0), 5.0, batch=64, unlabelled_context=True)
+    sizes = context()[0][2].sum(1)
+    assert sizes.min() == 6 and sizes.max() == 8  # the node count is the value: only those above the cut
