@@ -47,7 +47,7 @@ import torch
 from scidiff.graphs import (MAX_VALENCE, BlockDiffusion, MosesSubset, fit, load_model, moses_available, prepare,
                             split_indices, synthetic_graphs, types_to_smiles)
 from scidiff.graphs.datasets import graph_to_data
-from scidiff.graphs.metrics import graph_mmds, molecule_metrics
+from scidiff.graphs.metrics import graph_mmds, molecule_metrics, validity_uniqueness_novelty
 from scidiff.graphs.molecules import molecular_properties
 
 MOL_COLS = ["validity", "connected", "uniqueness", "novelty", "vun", "filters", "fcd", "snn", "frag", "scaf", "intdiv"]
@@ -124,9 +124,11 @@ def molecules(args) -> None:
 def cgd(args) -> None:
     """Out-of-distribution property: regressors see only the lower ``--cgd-quantile`` of the training values of
     ``--cgd-property``; the context set is all training molecules without labels. Guidance pushes the property
-    up; we count how often valid samples land past the largest labelled value. Regressors are trained here
+    up; we count how often valid samples land past the largest labelled value, and how often they do so as
+    unique molecules not in the training set ("novel hits", the CGD paper's count). Regressors are trained here
     (``--cgd-steps``) or read from files written by ``problems/moses_small/cgd_regressors.py``
-    (``--cgd-regressors``; the best of each kind by out-of-distribution validation NLL is used)."""
+    (``--cgd-regressors``; the best of each kind by out-of-distribution validation NLL is used; a regressor trained
+    only up to noise level ``t_max`` is its own kind, validated at those levels and guiding only there)."""
     import numpy as np
     from rdkit import Chem
 
@@ -134,6 +136,7 @@ def cgd(args) -> None:
                                          property_guidance, train_regressor)
 
     train = list(MosesSubset(split="train", max_heavy_atoms=args.max_atoms))
+    train_smiles = [d.smiles for d in train]
     if args.cgd_model:
         model, info = load_model(args.cgd_model)
     else:
@@ -152,7 +155,8 @@ def cgd(args) -> None:
     print("| regressor | setting | out-of-distribution validation NLL | mean prediction on it (standardised; "
           "truth %.2f) | train s |" % float(val_y.mean()))
     print("|---|---|---|---|---|")
-    regs, best = {}, {}
+    regs, best, t_maxes = {}, {}, {}
+    validation = {None: (val_inputs, val_y)}
     if args.cgd_regressors:
         candidates = []
         for path in args.cgd_regressors:
@@ -160,6 +164,11 @@ def cgd(args) -> None:
             if abs(meta.get("cut", cut) - cut) > 1e-4:
                 raise ValueError(f"{path} was trained with labels up to {meta['cut']:.4f}, this split cuts at {cut:.4f}")
             name = "CGD" if meta["setting"].startswith("cgd") else "plain guidance"
+            t_max = meta.get("t_max")
+            if t_max is not None:
+                name += f" (t <= {t_max})"
+                validation.setdefault(t_max, cgd_batches(model, recs, values, cut, t_max=t_max)[2:4])
+            t_maxes[name] = t_max
             candidates.append((name, reg, meta["setting"], meta.get("seconds", float("nan"))))
     else:
         candidates = []
@@ -173,33 +182,37 @@ def cgd(args) -> None:
             train_regressor(reg, labelled, ctx, steps=args.cgd_steps, lr=1e-3, n_train_batches=max(n_lab // 64, 1), **kw)
             candidates.append((name, reg.eval(), setting, time.perf_counter() - t0))
     for name, reg, setting, secs in candidates:
+        v_in, v_y = validation[t_maxes.get(name)]
         with torch.no_grad():
-            mu, var, _ = reg(*val_inputs)
-            nll = float(gaussian_nll(mu, var, val_y))
+            mu, var, _ = reg(*v_in)
+            nll = float(gaussian_nll(mu, var, v_y))
         print(f"| {name} | {setting} | {nll:.3f} | {float(mu.mean()):.2f} | {secs:.0f} |", flush=True)
         if nll < best.get(name, float("inf")):
             best[name], regs[name] = nll, reg
     kinds = {"plain": "plain guidance", "cgd": "CGD"}
-    regs = {k: v for k, v in regs.items() if k in {kinds[c] for c in args.cgd_kinds}}
+    regs = {k: v for k, v in regs.items() if any(k.startswith(kinds[c]) for c in args.cgd_kinds)}
     print(f"\n| sampling | weight | seed | validity | unique | mean {prop_name} | top-10% {prop_name} | valid samples beyond "
-          f"labels | valid and beyond / all samples | max {prop_name} | samples/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          f"labels | valid and beyond / all samples | novel hits / all | max {prop_name} | samples/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     runs = [("unguided", None, 0.0)] if not args.cgd_skip_unguided else []
     runs += [(n, r, w) for w in args.cgd_weights for n, r in regs.items()]
     pooled = {}
     for seed in args.cgd_seeds or [args.cgd_seed]:
         for name, reg, w in runs:
-            guide = property_guidance(reg, w) if reg is not None else None
+            guide = property_guidance(reg, w, t_maxes.get(name)) if reg is not None else None
             t0 = time.perf_counter()
             graphs, _ = model.sample(args.cgd_samples, generator=torch.Generator().manual_seed(seed), guidance=guide)
             rate = args.cgd_samples / (time.perf_counter() - t0)
             smiles = [types_to_smiles(x, a) for x, a in graphs]
             valid = [s for s in smiles if s is not None]
-            vals = np.sort([prop(Chem.MolFromSmiles(s)) for s in valid])[::-1]
+            raw = np.array([prop(Chem.MolFromSmiles(s)) for s in valid])
+            vals = np.sort(raw)[::-1]
+            hits = [s for s, v in zip(valid, raw) if v > cut]  # valid and beyond the labels
+            novel_hits = round(validity_uniqueness_novelty(hits, train_smiles)["vun"] * len(hits)) if hits else 0
             nan = float("nan")
             top = vals[: max(len(vals) // 10, 1)].mean() if len(vals) else nan
             beyond = int((vals > cut).sum())
-            pooled.setdefault((name, w), []).append((len(smiles), len(valid), beyond, top, vals))
+            pooled.setdefault((name, w), []).append((len(smiles), len(valid), beyond, top, vals, novel_hits))
             if args.cgd_property == "logp_peak":  # where the samples sit against the constructed optimum
                 from rdkit.Chem import Crippen
 
@@ -211,7 +224,8 @@ def cgd(args) -> None:
                       flush=True)
             print(f"| {name} | {w} | {seed} | {len(valid) / len(smiles):.3f} | {len(set(valid)) / max(len(valid), 1):.3f} | "
                   f"{vals.mean() if len(vals) else nan:.3f} | {top:.3f} | {beyond / max(len(vals), 1):.3f} | "
-                  f"{beyond / len(smiles):.3f} | {vals.max() if len(vals) else nan:.3f} | {rate:.2f} |", flush=True)
+                  f"{beyond / len(smiles):.3f} | {novel_hits / len(smiles):.3f} | {vals.max() if len(vals) else nan:.3f} | "
+                  f"{rate:.2f} |", flush=True)
     if len(args.cgd_seeds) > 1:
         _pooled_cgd_table(pooled, prop_name)
 
@@ -221,16 +235,17 @@ def _pooled_cgd_table(pooled: dict, prop_name: str) -> None:
     mean and the maximum as the mean over seeds with the standard error of that mean."""
     import numpy as np
 
-    print(f"\n| sampling | weight | seeds | samples | valid | valid and beyond / all (s.e.) | top-10% {prop_name} (s.e.) | "
-          f"mean {prop_name} | max {prop_name} (s.e.) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"\n| sampling | weight | seeds | samples | valid | valid and beyond / all (s.e.) | novel hits / all (s.e.) | "
+          f"top-10% {prop_name} (s.e.) | mean {prop_name} | max {prop_name} (s.e.) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    share = lambda k, n: f"{k / n:.3f} ({np.sqrt(k / n * (1 - k / n) / n):.3f})"  # noqa: E731
     for (name, w), rows in pooled.items():
         n, n_valid, n_beyond = (sum(r[i] for r in rows) for i in range(3))
-        p = n_beyond / n
+        n_novel = sum(r[5] for r in rows)
         tops, maxes = np.array([r[3] for r in rows]), np.array([r[4].max() if len(r[4]) else np.nan for r in rows])
         se = lambda a: a.std(ddof=1) / np.sqrt(len(a))  # noqa: E731
         mean = np.concatenate([r[4] for r in rows]).mean()
-        print(f"| {name} | {w} | {len(rows)} | {n} | {n_valid / n:.3f} | {p:.3f} ({np.sqrt(p * (1 - p) / n):.3f}) | "
+        print(f"| {name} | {w} | {len(rows)} | {n} | {n_valid / n:.3f} | {share(n_beyond, n)} | {share(n_novel, n)} | "
               f"{tops.mean():.3f} ({se(tops):.3f}) | {mean:.3f} | {maxes.mean():.3f} ({se(maxes):.3f}) |", flush=True)
 
 

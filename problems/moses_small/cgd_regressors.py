@@ -11,7 +11,10 @@ R^2 on the held-out test molecules at several noise levels, and write ``OUT/<nam
 
 ``--property qed_noalerts`` is QED with its structural-alert term weighted 0 (see :func:`scidiff.graphs.molecules.qed_without_alerts`);
 ``--property logp_peak`` is the constructed test :func:`scidiff.graphs.molecules.logp_peak`.
-``--evaluate FILES --bins-by logp`` prints saved regressors' mean predictions by bins of another property.
+``--lambda-s A B .. --lambda-d C D ..`` searches the two CGD scales separately, as the paper does (pairs with
+lambda_d / lambda_s below 1e-3 skipped). ``--t-max N`` trains on noise levels t <= N only.
+``--evaluate FILES --bins-by logp`` prints saved regressors' mean predictions by bins of another property, and
+with ``--gradient-norms`` the norms of their guidance gradients by those bins and by noise level (``--levels``).
 ``benchmarks/graphs.py --only cgd --cgd-regressors OUT/plain-*.safetensors OUT/cgd-*.safetensors`` then samples
 with the best of each kind.
 """
@@ -26,8 +29,8 @@ from pathlib import Path
 import torch
 
 from scidiff.graphs import MosesSubset, load_model, prepare
-from scidiff.graphs.guidance import (GraphRegressor, cgd_batches, gaussian_nll, noisy_inputs, r_squared_by_noise, save_regressor,
-                                     train_regressor)
+from scidiff.graphs.guidance import (GraphRegressor, cgd_batches, cgd_scale_grid, gaussian_nll, noisy_inputs,
+                                     r_squared_by_noise, save_regressor, train_regressor)
 from scidiff.graphs.molecules import molecular_properties
 
 
@@ -87,6 +90,30 @@ def predictions_by_bin(paths, records, values, by, edges, n_max: int) -> None:
         print(f"| {info.get('setting', path)} | " + " | ".join(f"{float(pred[sel].mean()):.2f}" for *_, sel in cells) + " |")
 
 
+def gradient_norms_by_bin(paths, model, records, by, edges, levels, n: int = 600) -> None:
+    """For each saved regressor and noise level: the mean norm of its guidance gradient (weight 1, over atom and bond
+    classes) on ``n`` random training molecules noised to that level, in bins of the property ``by``. Shows whether
+    a regularised regressor guides less off the labelled data than on it, or less everywhere."""
+    from scidiff.graphs.guidance import load_regressor, property_guidance
+    from scidiff.graphs.model import _pad, _target_masks
+
+    idx = torch.randperm(len(records), generator=torch.Generator().manual_seed(0))[:n].tolist()
+    x0, a0, mask = _pad([(records[i][0], records[i][1]) for i in idx], model.n_max)
+    tgt, tgt_e = _target_masks(mask, torch.zeros(len(idx), dtype=torch.long))
+    cells = [(lo, hi, (by[idx] > lo) & (by[idx] <= hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+    print("| regressor | t | " + " | ".join(f"({lo:g}, {hi:g}]: {int(sel.sum())}" for lo, hi, sel in cells) + " |")
+    print("|---" * (len(cells) + 2) + "|")
+    regs = [load_regressor(p) for p in paths]
+    for level in levels:
+        t = torch.full((len(idx),), int(level))
+        xt, et = model.noise(x0, a0, tgt, tgt_e, t, torch.Generator().manual_seed(int(level)))
+        for reg, info in regs:
+            gx, ge = property_guidance(reg, 1.0)(xt, et, mask, tgt, tgt_e, t)
+            norm = (gx.pow(2).sum((1, 2)) + ge.pow(2).sum((1, 2, 3))).sqrt()
+            print(f"| {info.get('setting')} | {level} | " + " | ".join(f"{float(norm[sel].mean()):.3f}" for *_, sel in cells)
+                  + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--property", choices=sorted(molecular_properties()), default="qed")
@@ -104,12 +131,21 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
     p.add_argument("--plain-decays", type=float, nargs="*", default=[0.01])
-    p.add_argument("--cgd-lambdas", type=float, nargs="*", default=[0.01, 0.1])
+    p.add_argument("--cgd-lambdas", type=float, nargs="*", default=[0.01, 0.1], help="lambda_s = lambda_d settings")
+    p.add_argument("--lambda-s", type=float, nargs="*", default=[],
+                   help="with --lambda-d: the two CGD scales searched separately (all pairs with lambda_d / lambda_s >= 1e-3)")
+    p.add_argument("--lambda-d", type=float, nargs="*", default=[])
+    p.add_argument("--t-max", type=int, default=None,
+                   help="train (and validate) only on noise levels t <= T_MAX; guidance with it is off above")
+    p.add_argument("--unlabelled-context", action="store_true",
+                   help="CGD's context set = the training molecules without labels only (default: all of them)")
     p.add_argument("--levels", type=int, nargs="+", default=[1, 25, 50, 75, 100])
     p.add_argument("--ceiling-only", action="store_true", help="only the least-squares R^2 of the clean descriptors")
     p.add_argument("--out", default=None)
     p.add_argument("--evaluate", nargs="+", default=None, metavar="FILE",
                    help="no training: mean predictions of saved regressors by bins of --bins-by on the training set")
+    p.add_argument("--gradient-norms", action="store_true",
+                   help="with --evaluate: guidance-gradient norms by bins of --bins-by at the noise levels --levels")
     p.add_argument("--bins-by", choices=sorted(molecular_properties()), default="logp",
                    help="property whose bins --evaluate uses")
     p.add_argument("--bin-edges", type=float, nargs="+", default=[-9, 1.5, 2.5, 2.78, 3.2, 3.5, 3.8, 9])
@@ -121,10 +157,14 @@ def main() -> None:
     recs, test_recs = prepare(train, 0), prepare(test, 0)
     values, test_values = property_values(train, args.property), property_values(test, args.property)
     cut = float(torch.quantile(values, args.quantile))
-    labelled, context, val_inputs, val_y, mean, std = cgd_batches(model, recs, values, cut)
+    labelled, context, val_inputs, val_y, mean, std = cgd_batches(model, recs, values, cut, t_max=args.t_max,
+                                                                  unlabelled_context=args.unlabelled_context)
     n_lab = int((values <= cut).sum())
     inside = (test_values <= cut).nonzero().flatten().tolist()
     beyond = (test_values > cut).nonzero().flatten().tolist()
+    if args.evaluate and args.gradient_norms:
+        gradient_norms_by_bin(args.evaluate, model, recs, property_values(train, args.bins_by), args.bin_edges, args.levels)
+        return
     if args.evaluate:
         predictions_by_bin(args.evaluate, recs, values, property_values(train, args.bins_by), args.bin_edges,
                            model.n_max)
@@ -145,6 +185,10 @@ def main() -> None:
         p.error("--out is required unless --ceiling-only")
     grid = [(f"plain-wd{wd:g}", None, {"weight_decay": wd}) for wd in args.plain_decays]
     grid += [(f"cgd-l{lam:g}", context, {"lambda_s": lam, "lambda_d": lam}) for lam in args.cgd_lambdas]
+    if bool(args.lambda_s) != bool(args.lambda_d):
+        p.error("--lambda-s and --lambda-d go together")
+    grid += [(f"cgd-s{ls:g}-d{ld:g}", context, {"lambda_s": ls, "lambda_d": ld})
+             for ls, ld in cgd_scale_grid(args.lambda_s, args.lambda_d) if ls != ld or ls not in args.cgd_lambdas]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{args.property}: labels for {n_lab} of {len(recs)} training molecules (<= {cut:.3f}); held-out test "
@@ -180,7 +224,8 @@ def main() -> None:
         info = {"property": args.property, "cut": cut, "label_mean": float(mean), "label_std": float(std),
                 "steps": len(hist), "seconds": secs, "final_loss": final, "ood_val_nll": nll,
                 "ood_val_mean_prediction": float(mu.mean()), "r2_inside": r2_in, "r2_all": r2_all,
-                "corr_beyond": corr, "setting": name, "command": "python problems/moses_small/cgd_regressors.py "
+                "corr_beyond": corr, "setting": name, "t_max": args.t_max,
+                "context": "unlabelled" if args.unlabelled_context else "all", "command": "python problems/moses_small/cgd_regressors.py "
                 + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())}
         save_regressor(reg, out / f"{name}.safetensors", info)
         summary[name] = info

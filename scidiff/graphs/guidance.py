@@ -41,6 +41,14 @@ def cgd_scales(t, lambda_s: float, lambda_d: float):
     return (c_s, c_d) if isinstance(t, Tensor) else (float(c_s), float(c_d))
 
 
+def cgd_scale_grid(lambdas_s, lambdas_d, min_ratio: float = 1e-3) -> list[tuple[float, float]]:
+    """The (lambda_s, lambda_d) pairs of the CGD search: every combination except those with lambda_d / lambda_s
+    below ``min_ratio`` (Klarner et al. 2024 skip them: a diagonal that small leaves K near singular)."""
+    if any(v <= 0 for v in (*lambdas_s, *lambdas_d)):
+        raise ValueError(f"CGD scales must be positive; got {list(lambdas_s)} and {list(lambdas_d)}")
+    return [(ls, ld) for ls in lambdas_s for ld in lambdas_d if ld / ls >= min_ratio * (1 - 1e-9)]
+
+
 def cgd_penalty(mu: Tensor, var: Tensor, phi: Tensor, t, lambda_s: float, lambda_d: float, tau: float = 1.0) -> Tensor:
     """R = -log N(mu; 0, K) - log N(var; tau, K) on a context batch (``mu``, ``var`` [C], features ``phi`` [C, D]);
     ``t`` is one noise level in [0, 1] for the batch or one per context point ([C], as in the paper's trainer)."""
@@ -207,36 +215,47 @@ def train_regressor(regressor: nn.Module, labelled, context=None, *, steps: int,
     return history
 
 
-def property_guidance(regressor: GraphRegressor, weight: float):
+def property_guidance(regressor: GraphRegressor, weight: float, t_max: int | None = None):
     """A ``guidance`` callable for :meth:`BlockDiffusion.sample`: ``w * grad_{z_t} mu(z_t, t)`` per node and edge
-    class (first-order expansion of the regressor around the current one-hot state, as DiGress does)."""
+    class (first-order expansion of the regressor around the current one-hot state, as DiGress does). With
+    ``t_max`` guidance is off (zero tilt) at noise levels above it: for a regressor trained only up to there."""
     def guide(xt, et, mask, tgt, tgt_e, t):
+        if t_max is not None and bool((t > t_max).all()):
+            return (torch.zeros((*xt.shape, regressor.kx), device=xt.device),
+                    torch.zeros((*et.shape, regressor.ke), device=et.device))
         x1 = F.one_hot(xt, regressor.kx).float().requires_grad_(True)
         e1 = F.one_hot(et, regressor.ke).float().requires_grad_(True)
         mu, _, _ = regressor.forward_onehot(x1, e1, et, mask, t)
         gx, ge = torch.autograd.grad(mu.sum(), (x1, e1))
         ge = (ge + ge.transpose(1, 2)) / 2
-        return weight * gx * tgt.unsqueeze(-1), weight * ge * tgt_e.unsqueeze(-1)
+        on = torch.ones(t.shape, device=gx.device) if t_max is None else (t <= t_max).float()
+        w = weight * on[:, None, None]
+        return w * gx * tgt.unsqueeze(-1), w[..., None] * ge * tgt_e.unsqueeze(-1)
     return guide
 
 
-def noisy_inputs(model, records, idx, generator: torch.Generator):
+def noisy_inputs(model, records, idx, generator: torch.Generator, t_max: int | None = None):
     """Regressor inputs (z_t, E_t, mask, t) for the one-block ``records[idx]`` noised by ``model``'s forward
-    process, one level t ~ U{1..T} per molecule (guidance meets every level, so the regressor trains on all)."""
+    process, one level t ~ U{1..T} per molecule (guidance meets every level, so the regressor trains on all), or
+    t ~ U{1..t_max} for a regressor that guides only the low-noise end (``property_guidance(..., t_max)``)."""
     from .model import _pad, _target_masks
 
     x0, a0, mask = _pad([(records[i][0], records[i][1]) for i in idx], model.n_max)
     tgt, tgt_e = _target_masks(mask, torch.zeros(len(idx), dtype=torch.long))
-    t = torch.randint(1, model.T + 1, (len(idx),), generator=generator)
+    if t_max is not None and not 1 <= t_max <= model.T:
+        raise ValueError(f"t_max must be in 1..{model.T}, got {t_max}")
+    t = torch.randint(1, (t_max or model.T) + 1, (len(idx),), generator=generator)
     xt, et = model.noise(x0, a0, tgt, tgt_e, t, generator)
     return xt, et, mask, t
 
 
-def cgd_batches(model, records, values: Tensor, cut: float, batch: int = 64, n_val: int = 256):
-    """The CGD training split: labels only for ``values <= cut``; every molecule is unlabelled context; ``n_val``
-    molecules beyond the cut form the out-of-distribution validation set (labels used only to pick the
-    regularisation strength, as Klarner et al. 2024). Returns the labelled and context batch makers, the validation
-    inputs and standardised labels, and the labelled mean and std."""
+def cgd_batches(model, records, values: Tensor, cut: float, batch: int = 64, n_val: int = 256, t_max: int | None = None,
+                unlabelled_context: bool = False):
+    """The CGD training split: labels only for ``values <= cut``; every molecule is unlabelled context (only the
+    molecules without labels with ``unlabelled_context``); ``n_val`` molecules beyond the cut form the
+    out-of-distribution validation set (labels used only to pick the regularisation strength, as Klarner et al.
+    2024). All inputs are noised at levels up to ``t_max`` (default T). Returns the labelled and context batch
+    makers, the validation inputs and standardised labels, and the labelled mean and std."""
     lab = (values <= cut).nonzero().flatten().tolist()
     above = (values > cut).nonzero().flatten()
     val = above[torch.randperm(len(above), generator=torch.Generator().manual_seed(1))[:n_val]].tolist()
@@ -245,13 +264,17 @@ def cgd_batches(model, records, values: Tensor, cut: float, batch: int = 64, n_v
 
     def labelled():
         idx = [lab[i] for i in torch.randint(len(lab), (batch,), generator=g).tolist()]
-        return noisy_inputs(model, records, idx, g), (values[idx] - mean) / std, 0.0
+        return noisy_inputs(model, records, idx, g, t_max), (values[idx] - mean) / std, 0.0
 
     def context():
-        inputs = noisy_inputs(model, records, torch.randint(len(records), (batch,), generator=g).tolist(), g)
+        if unlabelled_context:
+            idx = above[torch.randint(len(above), (batch,), generator=g)].tolist()
+        else:
+            idx = torch.randint(len(records), (batch,), generator=g).tolist()
+        inputs = noisy_inputs(model, records, idx, g, t_max)
         return inputs, inputs[3].double() / model.T
 
-    val_inputs = noisy_inputs(model, records, val, torch.Generator().manual_seed(2))
+    val_inputs = noisy_inputs(model, records, val, torch.Generator().manual_seed(2), t_max)
     return labelled, context, val_inputs, (values[val] - mean) / std, mean, std
 
 

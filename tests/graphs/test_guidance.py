@@ -256,3 +256,42 @@ def test_cgd_batches_label_only_below_the_cut_and_validate_beyond_it():
     assert torch.equal(mask_v.sum(1).float(), val_y * std + mean)
     inputs, u = context()
     assert torch.equal(u, inputs[3].double() / model.T)
+
+
+def test_cgd_scale_grid_skips_tiny_diagonals():
+    from scidiff.graphs.guidance import cgd_scale_grid
+
+    grid = cgd_scale_grid([1e-3, 1e-2, 1e-1, 1, 10], [1e-3, 1e-2, 1e-1, 1, 10])
+    assert len(grid) == 24 and (10, 1e-3) not in grid and (10, 1e-2) in grid and (1e-3, 10) in grid
+    with pytest.raises(ValueError, match="positive"):
+        cgd_scale_grid([0.0], [1.0])
+
+
+def test_low_noise_regressor_trains_and_guides_only_up_to_t_max():
+    from scidiff.graphs.guidance import GraphRegressor, cgd_batches, property_guidance
+
+    recs = prepare([graph_to_data(nx.path_graph(n)) for n in (3, 4, 5, 6)], 0)
+    model = BlockDiffusion.from_records(recs, 1, 2, max_hops=0, T=10)
+    labelled, context, val_inputs, *_ = cgd_batches(model, recs, torch.arange(4.0), 2.0, batch=64, t_max=3)
+    levels = torch.cat([labelled()[0][3], context()[0][3], val_inputs[3]])
+    assert levels.min() >= 1 and levels.max() == 3
+    with pytest.raises(ValueError, match="t_max"):
+        cgd_batches(model, recs, torch.arange(4.0), 2.0, t_max=11)
+    reg = GraphRegressor(1, 2, model.n_max, model.T)
+    xt, et, mask, _ = val_inputs
+    tgt, tgt_e = mask, mask[:, :, None] & mask[:, None, :]
+    gx, ge = property_guidance(reg, 5.0, t_max=3)(xt, et, mask, tgt, tgt_e, torch.full((len(xt),), 4))
+    assert gx.shape == (*xt.shape, 1) and ge.shape == (*et.shape, 2) and not gx.any() and not ge.any()
+    gx, ge = property_guidance(reg, 5.0, t_max=3)(xt, et, mask, tgt, tgt_e, torch.full((len(xt),), 3))
+    gx0, ge0 = property_guidance(reg, 5.0)(xt, et, mask, tgt, tgt_e, torch.full((len(xt),), 3))
+    assert ge.abs().sum() > 0 and torch.equal(gx, gx0) and torch.equal(ge, ge0)
+
+
+def test_unlabelled_context_draws_only_molecules_without_labels():
+    from scidiff.graphs.guidance import cgd_batches
+
+    recs = prepare([graph_to_data(nx.path_graph(n)) for n in (3, 4, 5, 6, 7, 8)], 0)
+    model = BlockDiffusion.from_records(recs, 1, 2, max_hops=0, T=10)
+    _, context, *_ = cgd_batches(model, recs, torch.arange(3.0, 9.0), 5.0, batch=64, unlabelled_context=True)
+    sizes = context()[0][2].sum(1)
+    assert sizes.min() == 6 and sizes.max() == 8  # the node count is the value: only those above the cut
