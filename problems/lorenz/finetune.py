@@ -48,6 +48,7 @@ import pytorch_lightning as pl
 
 from scidiff.data.datamodule import FieldDataModule
 from scidiff.data.weighted import OversampledDataModule
+from scidiff.dynamics.systems import get_system
 from scidiff.priors import DiffusionPrior
 
 
@@ -77,16 +78,17 @@ def build(init: str, lr: float, warmup: int, ema_decay: float, max_steps: int | 
 
 
 def max_x(fields):
-    """The event statistic the tail is stratified by: ``max_t x`` of ``(N, 3, T)`` windows in physical units."""
+    """The event statistic the tail is stratified by: the maximum over the window of the first variable (``x`` of
+    Lorenz-63, ``v1`` of FitzHugh-Nagumo) of ``(N, C, T)`` windows in physical units."""
     return fields[:, 0].amax(-1)
 
 
 def data_module(a, prior: CosinePrior) -> FieldDataModule:
     """Plain windows, or (``--tail``) a pool of windows drawn with tail oversampling, in weighted batches."""
     # the data in the units the weights were trained in (the prior's normaliser), whatever the new windows' moments
-    common = dict(variables=["x", "y", "z"], val_fraction=0.05, batch_size=a.batch_size,
+    common = dict(variables=list(get_system(a.system).variables), val_fraction=0.05, batch_size=a.batch_size,
                   normalizer=(prior.norm_mean.tolist(), prior.norm_std.tolist()))
-    generate = {"name": "lorenz63", "n": a.n, "res": prior.shape[-1], "seed": a.data_seed}
+    generate = {"name": a.system, "n": a.n, "res": prior.shape[-1], "seed": a.data_seed}
     if not a.tail:
         return FieldDataModule(generate=generate, **common)
     return OversampledDataModule(max_x, quantiles=a.quantiles, shares=a.shares, generate=generate, **common)
@@ -94,6 +96,8 @@ def data_module(a, prior: CosinePrior) -> FieldDataModule:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--system", default="lorenz63", choices=["lorenz63", "fitzhugh_nagumo"],
+                   help="the simulator whose windows continue the training (the prior at --init must be of it)")
     p.add_argument("--init", default="scidiff/assets/lorenz63.safetensors")
     p.add_argument("--out", default="outputs/lorenz_ft")
     p.add_argument("--minutes", type=float, default=19.0)
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.monotonic()
     trainer.fit(prior, datamodule=data)
     wall = time.monotonic() - t0
-    path = prior.export(out / "lorenz63.safetensors")
+    path = prior.export(out / f"{a.system}.safetensors")
     record = {"steps": int(trainer.global_step), "windows_seen": int(trainer.global_step) * a.batch_size,
               "wall_s": round(wall, 1), "args": vars(a),
               "last_metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
