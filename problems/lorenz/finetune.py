@@ -1,4 +1,4 @@
-"""Continue training the Lorenz-63 prior from its exported weights with a cosine-decaying learning rate.
+"""Continue training a Lorenz-63 or FitzHugh-Nagumo prior from its exported weights at a cosine-decaying rate.
 
 The shipped prior was trained at a constant learning rate (1e-3) and its validation loss had levelled off; a
 decaying rate averages out the gradient noise that a constant rate leaves in the weights (Loshchilov & Hutter 2017,
@@ -32,9 +32,14 @@ Run (one CPU thread, stops itself after ``--minutes``)::
     python problems/lorenz/finetune.py --init outputs/lorenz_attr2/lorenz63.safetensors --minutes 17 --tail \
         --n 192000 --data-seed 5000000 --lr 2e-4 --max-steps 4000 --shares 0.75 0.15 0.07 0.03 --out outputs/lorenz_s5
 
-The last is stage 5: a mild tail weighting (the windows between the 1 % and 0.1 % levels of ``max_t x`` and those
+    python problems/lorenz/finetune.py --system fitzhugh_nagumo --init <fhn stage 2> --tail --n 32000 \
+        --data-seed 2000000 --lr 3e-4 --max-steps 12000 --minutes 18 --quantiles 0.9 0.99 --shares 0.75 0.18 0.07 \
+        --out outputs/fhn3
+
+The fourth Lorenz-63 command is stage 5: a mild tail weighting (the windows between the 1 % and 0.1 % levels of ``max_t x`` and those
 beyond 0.1 % get about 8 and 30 times their share of plain draws) on 192 000 fresh attractor windows. The shipped
-stage 6 continued it on an accelerator with the same weighting (``pool_stage.py``).
+stage 6 continued it on an accelerator with the same weighting (``pool_stage.py``). The last command is the
+shipped FitzHugh-Nagumo prior's stage 3 (``--system``; the tail is that of ``max_t v1``).
 """
 
 from __future__ import annotations
