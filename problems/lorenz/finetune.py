@@ -1,4 +1,4 @@
-"""Continue training the Lorenz-63 prior from its exported weights with a cosine-decaying learning rate.
+"""Continue training a Lorenz-63 or FitzHugh-Nagumo prior from its exported weights at a cosine-decaying rate.
 
 The shipped prior was trained at a constant learning rate (1e-3) and its validation loss had levelled off; a
 decaying rate averages out the gradient noise that a constant rate leaves in the weights (Loshchilov & Hutter 2017,
@@ -32,9 +32,14 @@ Run (one CPU thread, stops itself after ``--minutes``)::
     python problems/lorenz/finetune.py --init outputs/lorenz_attr2/lorenz63.safetensors --minutes 17 --tail \
         --n 192000 --data-seed 5000000 --lr 2e-4 --max-steps 4000 --shares 0.75 0.15 0.07 0.03 --out outputs/lorenz_s5
 
-The last is stage 5: a mild tail weighting (the windows between the 1 % and 0.1 % levels of ``max_t x`` and those
+    python problems/lorenz/finetune.py --system fitzhugh_nagumo --init <fhn stage 2> --tail --n 32000 \
+        --data-seed 2000000 --lr 3e-4 --max-steps 12000 --minutes 18 --quantiles 0.9 0.99 --shares 0.75 0.18 0.07 \
+        --out outputs/fhn3
+
+The fourth Lorenz-63 command is stage 5: a mild tail weighting (the windows between the 1 % and 0.1 % levels of ``max_t x`` and those
 beyond 0.1 % get about 8 and 30 times their share of plain draws) on 192 000 fresh attractor windows. The shipped
-stage 6 continued it on an accelerator with the same weighting (``pool_stage.py``).
+stage 6 continued it on an accelerator with the same weighting (``pool_stage.py``). The last command is the
+shipped FitzHugh-Nagumo prior's stage 3 (``--system``; the tail is that of ``max_t v1``).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import pytorch_lightning as pl
 
 from scidiff.data.datamodule import FieldDataModule
 from scidiff.data.weighted import OversampledDataModule
+from scidiff.dynamics.systems import get_system
 from scidiff.priors import DiffusionPrior
 
 
@@ -77,16 +83,17 @@ def build(init: str, lr: float, warmup: int, ema_decay: float, max_steps: int | 
 
 
 def max_x(fields):
-    """The event statistic the tail is stratified by: ``max_t x`` of ``(N, 3, T)`` windows in physical units."""
+    """The event statistic the tail is stratified by: the maximum over the window of the first variable (``x`` of
+    Lorenz-63, ``v1`` of FitzHugh-Nagumo) of ``(N, C, T)`` windows in physical units."""
     return fields[:, 0].amax(-1)
 
 
 def data_module(a, prior: CosinePrior) -> FieldDataModule:
     """Plain windows, or (``--tail``) a pool of windows drawn with tail oversampling, in weighted batches."""
     # the data in the units the weights were trained in (the prior's normaliser), whatever the new windows' moments
-    common = dict(variables=["x", "y", "z"], val_fraction=0.05, batch_size=a.batch_size,
+    common = dict(variables=list(get_system(a.system).variables), val_fraction=0.05, batch_size=a.batch_size,
                   normalizer=(prior.norm_mean.tolist(), prior.norm_std.tolist()))
-    generate = {"name": "lorenz63", "n": a.n, "res": prior.shape[-1], "seed": a.data_seed}
+    generate = {"name": a.system, "n": a.n, "res": prior.shape[-1], "seed": a.data_seed}
     if not a.tail:
         return FieldDataModule(generate=generate, **common)
     return OversampledDataModule(max_x, quantiles=a.quantiles, shares=a.shares, generate=generate, **common)
@@ -94,6 +101,8 @@ def data_module(a, prior: CosinePrior) -> FieldDataModule:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--system", default="lorenz63", choices=["lorenz63", "fitzhugh_nagumo"],
+                   help="the simulator whose windows continue the training (the prior at --init must be of it)")
     p.add_argument("--init", default="scidiff/assets/lorenz63.safetensors")
     p.add_argument("--out", default="outputs/lorenz_ft")
     p.add_argument("--minutes", type=float, default=19.0)
@@ -126,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.monotonic()
     trainer.fit(prior, datamodule=data)
     wall = time.monotonic() - t0
-    path = prior.export(out / "lorenz63.safetensors")
+    path = prior.export(out / f"{a.system}.safetensors")
     record = {"steps": int(trainer.global_step), "windows_seen": int(trainer.global_step) * a.batch_size,
               "wall_s": round(wall, 1), "args": vars(a),
               "last_metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}

@@ -82,7 +82,7 @@ def test_finetune_tail_mode_oversamples_max_x_in_the_shipped_units():
     spec.loader.exec_module(finetune)
     prior = finetune.CosinePrior(shape=[3, 8], network="mlp", network_kwargs={"hidden": 8, "depth": 2})
     prior.set_normalizer(torch.tensor([0.0, 0.0, 25.0]), torch.tensor([8.0, 8.0, 5.0]))
-    a = argparse.Namespace(tail=True, n=200, data_seed=0, batch_size=16, quantiles=[0.5, 0.9], shares=[0.5, 0.3, 0.2])
+    a = argparse.Namespace(system="lorenz63", tail=True, n=200, data_seed=0, batch_size=16, quantiles=[0.5, 0.9], shares=[0.5, 0.3, 0.2])
     dm = finetune.data_module(a, prior)
     assert isinstance(dm, OversampledDataModule)
     dm.setup()
@@ -105,7 +105,7 @@ def test_finetune_plain_mode_keeps_the_prior_units_when_the_data_law_moves():
     spec.loader.exec_module(finetune)
     prior = finetune.CosinePrior(shape=[3, 8], network="mlp", network_kwargs={"hidden": 8, "depth": 2})
     prior.set_normalizer(torch.tensor([1.0, -1.0, 26.0]), torch.tensor([8.0, 8.0, 4.6]))
-    a = argparse.Namespace(tail=False, n=40, data_seed=0, batch_size=8)
+    a = argparse.Namespace(system="lorenz63", tail=False, n=40, data_seed=0, batch_size=8)
     dm = finetune.data_module(a, prior)
     assert type(dm) is FieldDataModule
     dm.setup()
