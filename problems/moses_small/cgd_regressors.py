@@ -94,12 +94,10 @@ def gradient_norms_by_bin(paths, model, records, by, edges, levels, n: int = 600
     """For each saved regressor and noise level: the mean norm of its guidance gradient (weight 1, over atom and bond
     classes) on ``n`` random training molecules noised to that level, in bins of the property ``by``. Shows whether
     a regularised regressor guides less off the labelled data than on it, or less everywhere."""
-    from scidiff.graphs.guidance import load_regressor, property_guidance
-    from scidiff.graphs.model import _pad, _target_masks
+    from scidiff.graphs.guidance import load_regressor, one_block_batch, property_guidance
 
     idx = torch.randperm(len(records), generator=torch.Generator().manual_seed(0))[:n].tolist()
-    x0, a0, mask = _pad([(records[i][0], records[i][1]) for i in idx], model.n_max)
-    tgt, tgt_e = _target_masks(mask, torch.zeros(len(idx), dtype=torch.long))
+    x0, a0, mask, tgt, tgt_e = one_block_batch(model, records, idx)
     cells = [(lo, hi, (by[idx] > lo) & (by[idx] <= hi)) for lo, hi in zip(edges[:-1], edges[1:])]
     print("| regressor | t | " + " | ".join(f"({lo:g}, {hi:g}]: {int(sel.sum())}" for lo, hi, sel in cells) + " |")
     print("|---" * (len(cells) + 2) + "|")

@@ -234,14 +234,22 @@ def property_guidance(regressor: GraphRegressor, weight: float, t_max: int | Non
     return guide
 
 
+def one_block_batch(model, records, idx=None):
+    """The clean one-block graphs ``records[idx]`` (all when ``idx`` is None) padded to ``model.n_max``, with the
+    target masks that make the whole graph one block: ``(x0, a0, mask, tgt, tgt_e)``, ready for ``model.noise``."""
+    from .model import _pad, _target_masks
+
+    idx = range(len(records)) if idx is None else idx
+    x0, a0, mask = _pad([(records[i][0], records[i][1]) for i in idx], model.n_max)
+    tgt, tgt_e = _target_masks(mask, torch.zeros(len(x0), dtype=torch.long))
+    return x0, a0, mask, tgt, tgt_e
+
+
 def noisy_inputs(model, records, idx, generator: torch.Generator, t_max: int | None = None):
     """Regressor inputs (z_t, E_t, mask, t) for the one-block ``records[idx]`` noised by ``model``'s forward
     process, one level t ~ U{1..T} per molecule (guidance meets every level, so the regressor trains on all), or
     t ~ U{1..t_max} for a regressor that guides only the low-noise end (``property_guidance(..., t_max)``)."""
-    from .model import _pad, _target_masks
-
-    x0, a0, mask = _pad([(records[i][0], records[i][1]) for i in idx], model.n_max)
-    tgt, tgt_e = _target_masks(mask, torch.zeros(len(idx), dtype=torch.long))
+    x0, a0, mask, tgt, tgt_e = one_block_batch(model, records, idx)
     if t_max is not None and not 1 <= t_max <= model.T:
         raise ValueError(f"t_max must be in 1..{model.T}, got {t_max}")
     t = torch.randint(1, (t_max or model.T) + 1, (len(idx),), generator=generator)
@@ -283,10 +291,7 @@ def r_squared_by_noise(regressor: GraphRegressor, model, records, y: Tensor, lev
                        draws: int = 2) -> dict[int, float]:
     """Coefficient of determination 1 - SSE / SST of the regressor's mean on ``records`` (labels ``y``, on the
     regressor's scale) at each noise level t in ``levels``, pooled over ``draws`` noise draws per molecule."""
-    from .model import _pad, _target_masks
-
-    x0, a0, mask = _pad([(r[0], r[1]) for r in records], model.n_max)
-    tgt, tgt_e = _target_masks(mask, torch.zeros(len(records), dtype=torch.long))
+    x0, a0, mask, tgt, tgt_e = one_block_batch(model, records)
     out = {}
     for level in levels:
         err = 0.0
