@@ -155,8 +155,8 @@ def cgd(args) -> None:
     print("| regressor | setting | out-of-distribution validation NLL | mean prediction on it (standardised; "
           "truth %.2f) | train s |" % float(val_y.mean()))
     print("|---|---|---|---|---|")
-    regs, best, t_maxes = {}, {}, {}
-    validation = {None: (val_inputs, val_y)}
+    regs, best, t_maxes, val_keys = {}, {}, {}, {}
+    validation = {(None, None, False): (val_inputs, val_y)}
     if args.cgd_regressors:
         candidates = []
         for path in args.cgd_regressors:
@@ -164,11 +164,19 @@ def cgd(args) -> None:
             if abs(meta.get("cut", cut) - cut) > 1e-4:
                 raise ValueError(f"{path} was trained with labels up to {meta['cut']:.4f}, this split cuts at {cut:.4f}")
             name = "CGD" if meta["setting"].startswith("cgd") else "plain guidance"
-            t_max = meta.get("t_max")
+            t_max, n_labels = meta.get("t_max"), meta.get("n_labelled", n_lab)
+            raw = meta.get("label_scale") == "raw"
             if t_max is not None:
                 name += f" (t <= {t_max})"
-                validation.setdefault(t_max, cgd_batches(model, recs, values, cut, t_max=t_max)[2:4])
-            t_maxes[name] = t_max
+            if n_labels != n_lab:  # a scarce-label split: its own kind, validated on its own labels
+                name += f" ({n_labels} labels)"
+            if raw:  # labels in the property's units: its own kind, validated on that scale
+                name += " (raw labels)"
+            key = (t_max, None if n_labels == n_lab else n_labels, raw)
+            if key not in validation:
+                validation[key] = cgd_batches(model, recs, values, cut, t_max=t_max, n_labelled=key[1],
+                                              standardise=not raw)[2:4]
+            t_maxes[name], val_keys[name] = t_max, key
             candidates.append((name, reg, meta["setting"], meta.get("seconds", float("nan"))))
     else:
         candidates = []
@@ -182,7 +190,7 @@ def cgd(args) -> None:
             train_regressor(reg, labelled, ctx, steps=args.cgd_steps, lr=1e-3, n_train_batches=max(n_lab // 64, 1), **kw)
             candidates.append((name, reg.eval(), setting, time.perf_counter() - t0))
     for name, reg, setting, secs in candidates:
-        v_in, v_y = validation[t_maxes.get(name)]
+        v_in, v_y = validation[val_keys.get(name, (None, None, False))]
         with torch.no_grad():
             mu, var, _ = reg(*v_in)
             nll = float(gaussian_nll(mu, var, v_y))

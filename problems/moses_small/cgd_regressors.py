@@ -12,7 +12,11 @@ R^2 on the held-out test molecules at several noise levels, and write ``OUT/<nam
 ``--property qed_noalerts`` is QED with its structural-alert term weighted 0 (see :func:`scidiff.graphs.molecules.qed_without_alerts`);
 ``--property logp_peak`` is the constructed test :func:`scidiff.graphs.molecules.logp_peak`.
 ``--lambda-s A B .. --lambda-d C D ..`` searches the two CGD scales separately, as the paper does (pairs with
-lambda_d / lambda_s below 1e-3 skipped). ``--t-max N`` trains on noise levels t <= N only.
+lambda_d / lambda_s below 1e-3 skipped). ``--t-max N`` trains on noise levels t <= N only. ``--n-labelled N``
+labels only N molecules drawn at random below the cut (the scarce-label setting where the paper finds CGD's gains
+largest); the rest of the training set stays unlabelled context. ``--raw-labels`` keeps the labels' units (QED-type
+targets lie in [0, 1] as the paper's docking objective does, so its variance target tau = 1 and its lambda grid
+mean what they mean there).
 ``--evaluate FILES --bins-by logp`` prints saved regressors' mean predictions by bins of another property, and
 with ``--gradient-norms`` the norms of their guidance gradients by those bins and by noise level (``--levels``).
 ``benchmarks/graphs.py --only cgd --cgd-regressors OUT/plain-*.safetensors OUT/cgd-*.safetensors`` then samples
@@ -29,8 +33,8 @@ from pathlib import Path
 import torch
 
 from scidiff.graphs import MosesSubset, load_model, prepare
-from scidiff.graphs.guidance import (GraphRegressor, cgd_batches, cgd_scale_grid, gaussian_nll, noisy_inputs,
-                                     r_squared_by_noise, save_regressor, train_regressor)
+from scidiff.graphs.guidance import (GraphRegressor, cgd_batches, cgd_scale_grid, gaussian_nll, labelled_indices,
+                                     noisy_inputs, r_squared_by_noise, save_regressor, train_regressor)
 from scidiff.graphs.molecules import molecular_properties
 
 
@@ -137,6 +141,10 @@ def main() -> None:
                    help="train (and validate) only on noise levels t <= T_MAX; guidance with it is off above")
     p.add_argument("--unlabelled-context", action="store_true",
                    help="CGD's context set = the training molecules without labels only (default: all of them)")
+    p.add_argument("--raw-labels", action="store_true",
+                   help="centre the labels but keep their units (the paper's scale for [0, 1] targets); default: standardise")
+    p.add_argument("--n-labelled", type=int, default=None,
+                   help="labels for only this many molecules at or below the cut, drawn at random (a scarce-label split)")
     p.add_argument("--levels", type=int, nargs="+", default=[1, 25, 50, 75, 100])
     p.add_argument("--ceiling-only", action="store_true", help="only the least-squares R^2 of the clean descriptors")
     p.add_argument("--out", default=None)
@@ -156,8 +164,10 @@ def main() -> None:
     values, test_values = property_values(train, args.property), property_values(test, args.property)
     cut = float(torch.quantile(values, args.quantile))
     labelled, context, val_inputs, val_y, mean, std = cgd_batches(model, recs, values, cut, t_max=args.t_max,
-                                                                  unlabelled_context=args.unlabelled_context)
-    n_lab = int((values <= cut).sum())
+                                                                  unlabelled_context=args.unlabelled_context,
+                                                                  n_labelled=args.n_labelled,
+                                                                  standardise=not args.raw_labels)
+    n_lab = len(labelled_indices(values, cut, args.n_labelled))
     inside = (test_values <= cut).nonzero().flatten().tolist()
     beyond = (test_values > cut).nonzero().flatten().tolist()
     if args.evaluate and args.gradient_norms:
@@ -222,7 +232,8 @@ def main() -> None:
         info = {"property": args.property, "cut": cut, "label_mean": float(mean), "label_std": float(std),
                 "steps": len(hist), "seconds": secs, "final_loss": final, "ood_val_nll": nll,
                 "ood_val_mean_prediction": float(mu.mean()), "r2_inside": r2_in, "r2_all": r2_all,
-                "corr_beyond": corr, "setting": name, "t_max": args.t_max,
+                "corr_beyond": corr, "setting": name, "t_max": args.t_max, "n_labelled": n_lab,
+                "label_scale": "raw" if args.raw_labels else "standardised",
                 "context": "unlabelled" if args.unlabelled_context else "all", "command": "python problems/moses_small/cgd_regressors.py "
                 + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())}
         save_regressor(reg, out / f"{name}.safetensors", info)

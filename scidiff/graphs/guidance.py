@@ -257,17 +257,37 @@ def noisy_inputs(model, records, idx, generator: torch.Generator, t_max: int | N
     return xt, et, mask, t
 
 
+def labelled_indices(values: Tensor, cut: float, n_labelled: int | None = None, seed: int = 0) -> list[int]:
+    """The molecules that carry labels in the CGD split: those with ``values <= cut``, or ``n_labelled`` of them
+    drawn at random (``seed``) for a scarce-label split (Klarner et al. 2024 report CGD's gains to grow as labels
+    get scarce)."""
+    lab = (values <= cut).nonzero().flatten()
+    if n_labelled is not None:
+        if not 2 <= n_labelled <= len(lab):
+            raise ValueError(f"n_labelled must be in 2..{len(lab)} (the molecules at or below the cut), got {n_labelled}")
+        lab = lab[torch.randperm(len(lab), generator=torch.Generator().manual_seed(seed))[:n_labelled]].sort().values
+    return lab.tolist()
+
+
 def cgd_batches(model, records, values: Tensor, cut: float, batch: int = 64, n_val: int = 256, t_max: int | None = None,
-                unlabelled_context: bool = False):
-    """The CGD training split: labels only for ``values <= cut``; every molecule is unlabelled context (only the
-    molecules without labels with ``unlabelled_context``); ``n_val`` molecules beyond the cut form the
+                unlabelled_context: bool = False, n_labelled: int | None = None, standardise: bool = True):
+    """The CGD training split: labels only for ``values <= cut`` (or ``n_labelled`` of them, see
+    :func:`labelled_indices`); every molecule is unlabelled context (only the molecules without labels with
+    ``unlabelled_context``); ``n_val`` molecules beyond the cut form the
     out-of-distribution validation set (labels used only to pick the regularisation strength, as Klarner et al.
-    2024). All inputs are noised at levels up to ``t_max`` (default T). Returns the labelled and context batch
-    makers, the validation inputs and standardised labels, and the labelled mean and std."""
-    lab = (values <= cut).nonzero().flatten().tolist()
+    2024). All inputs are noised at levels up to ``t_max`` (default T). Labels are centred on the labelled mean
+    and divided by their std; ``standardise=False`` only centres them, keeping the property's own units, as the
+    paper's trainer does (its labels lie in [0, 1] and its variance target tau = 1 is in those units, about 100
+    label variances). Returns the labelled and context batch makers, the validation inputs and labels on that
+    scale, and the labelled mean and the scale (the std, or 1)."""
+    lab = labelled_indices(values, cut, n_labelled)
     above = (values > cut).nonzero().flatten()
+    unlabelled = torch.ones(len(values), dtype=torch.bool)
+    unlabelled[lab] = False
+    unlabelled = unlabelled.nonzero().flatten()
     val = above[torch.randperm(len(above), generator=torch.Generator().manual_seed(1))[:n_val]].tolist()
-    mean, std = values[lab].mean(), values[lab].std()
+    mean = values[lab].mean()
+    std = values[lab].std() if standardise else torch.ones(())
     g = torch.Generator().manual_seed(0)
 
     def labelled():
@@ -276,7 +296,7 @@ def cgd_batches(model, records, values: Tensor, cut: float, batch: int = 64, n_v
 
     def context():
         if unlabelled_context:
-            idx = above[torch.randint(len(above), (batch,), generator=g)].tolist()
+            idx = unlabelled[torch.randint(len(unlabelled), (batch,), generator=g)].tolist()
         else:
             idx = torch.randint(len(records), (batch,), generator=g).tolist()
         inputs = noisy_inputs(model, records, idx, g, t_max)

@@ -295,3 +295,37 @@ def test_unlabelled_context_draws_only_molecules_without_labels():
     _, context, *_ = cgd_batches(model, recs, torch.arange(3.0, 9.0), 5.0, batch=64, unlabelled_context=True)
     sizes = context()[0][2].sum(1)
     assert sizes.min() == 6 and sizes.max() == 8  # the node count is the value: only those above the cut
+
+
+def test_scarce_labels_label_a_random_subset_below_the_cut_and_leave_the_rest_as_context():
+    from scidiff.graphs.guidance import cgd_batches, labelled_indices
+
+    sizes = list(range(3, 13))
+    recs = prepare([graph_to_data(nx.path_graph(n)) for n in sizes], 0)
+    model = BlockDiffusion.from_records(recs, 1, 2, max_hops=0, T=10)
+    values = torch.tensor(sizes, dtype=torch.float32)  # the node count: readable from any noised input
+    lab = labelled_indices(values, 8.0, n_labelled=3, seed=5)
+    assert len(lab) == 3 and all(values[i] <= 8 for i in lab) and lab == labelled_indices(values, 8.0, 3, seed=5)
+    assert labelled_indices(values, 8.0) == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="n_labelled"):
+        labelled_indices(values, 8.0, n_labelled=7)
+    labelled, context, _, _, mean, std = cgd_batches(model, recs, values, 8.0, batch=64, n_labelled=3,
+                                                     unlabelled_context=True)
+    seen = set((labelled()[0][2].sum(1)).tolist())
+    assert seen == {float(values[i]) for i in labelled_indices(values, 8.0, 3)}  # the split's default seed
+    assert float(mean) == float(values[labelled_indices(values, 8.0, 3)].mean())
+    ctx = set(context()[0][2].sum(1).tolist())
+    assert not ctx & seen and ctx <= set(map(float, sizes)) and min(ctx) <= 8  # unlabelled ones below the cut too
+
+
+def test_raw_labels_are_centred_but_keep_their_units():
+    from scidiff.graphs.guidance import cgd_batches
+
+    recs = prepare([graph_to_data(nx.path_graph(n)) for n in (3, 4, 5, 6, 7, 8)], 0)
+    model = BlockDiffusion.from_records(recs, 1, 2, max_hops=0, T=10)
+    values = torch.tensor([3.0, 4.0, 5.0, 6.0, 7.0, 8.0]) / 10  # a [0, 1] target, as in the paper
+    labelled, _, val_inputs, val_y, mean, scale = cgd_batches(model, recs, values, 0.5, batch=16, standardise=False)
+    assert float(mean) == pytest.approx(0.4) and float(scale) == 1.0
+    (_, _, mask, _), y, _ = labelled()
+    assert torch.allclose(y, mask.sum(1).float() / 10 - 0.4)
+    assert torch.allclose(val_y, val_inputs[2].sum(1).float() / 10 - 0.4)
