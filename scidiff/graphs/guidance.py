@@ -178,13 +178,18 @@ def lr_factor(schedule: str, steps: int):
     return lambda k: min((k + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(k, steps) / steps)))
 
 
+#: The context-batch size the CGD penalty's weight is normalised to (Klarner et al. 2024, prop_trainer.py).
+CONTEXT_POINTS = 512
+
+
 def train_regressor(regressor: nn.Module, labelled, context=None, *, steps: int, lr: float = 1e-3,
                     lambda_s: float = 1.0, lambda_d: float = 1.0, tau: float = 1.0, weight_decay: float = 0.0,
                     n_train_batches: int = 1, seed: int = 0, seconds: float | None = None,
                     schedule: str = "constant") -> list[float]:
     """Fit ``regressor`` by Gaussian NLL on batches from ``labelled()`` -> (inputs, y, t in [0, 1]); with
-    ``context()`` -> (inputs, t: a float or one per context point) also add the CGD penalty, scaled by
-    1 / (batch size * n_train_batches) as in the paper's trainer. ``inputs`` is a tuple passed to the regressor.
+    ``context()`` -> (inputs, t: a float or one per context point) also add the CGD penalty R of the C context
+    points, scaled as in the paper's trainer by 512 / (batch size * n_train_batches * C): the 512 / C keeps the
+    regulariser's weight independent of the context batch size. ``inputs`` is a tuple passed to the regressor.
     ``seconds`` stops earlier on a wall-clock budget. ``schedule="cosine"`` decays the learning rate to 0 over
     ``steps`` after a 2 % linear warm-up (:func:`lr_factor`). Returns the loss history."""
     torch.manual_seed(seed)
@@ -206,7 +211,8 @@ def train_regressor(regressor: nn.Module, labelled, context=None, *, steps: int,
             mu_c, var_c, _ = regressor(*c_in)
             with torch.no_grad():
                 phi = frozen(*c_in)[2]
-            loss = loss + cgd_penalty(mu_c, var_c, phi, t, lambda_s, lambda_d, tau) / (y.shape[0] * n_train_batches)
+            penalty = cgd_penalty(mu_c, var_c, phi, t, lambda_s, lambda_d, tau)
+            loss = loss + penalty * CONTEXT_POINTS / (y.shape[0] * n_train_batches * mu_c.shape[0])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -329,3 +329,28 @@ def test_raw_labels_are_centred_but_keep_their_units():
     (_, _, mask, _), y, _ = labelled()
     assert torch.allclose(y, mask.sum(1).float() / 10 - 0.4)
     assert torch.allclose(val_y, val_inputs[2].sum(1).float() / 10 - 0.4)
+
+
+def test_context_penalty_is_weighted_as_in_the_paper_trainer():
+    """loss = NLL + R * 512 / (B * n_train_batches * C) for B labelled and C context points (prop_trainer.py)."""
+    import copy
+
+    from scidiff.graphs.guidance import gaussian_nll
+
+    x, xc = torch.linspace(-1, 1, 8)[:, None], torch.linspace(-3, 3, 16)[:, None]
+    torch.manual_seed(0)
+    reg = MLPRegressor(1)
+    with torch.no_grad():
+        mu, var, _ = reg(x)
+        mu_c, var_c, _ = reg(xc)
+    torch.manual_seed(0)  # train_regressor re-draws a copy's weights with its seed: the frozen context model
+    frozen = copy.deepcopy(reg)
+    for m in frozen.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    with torch.no_grad():
+        phi = frozen(xc)[2]
+    want = gaussian_nll(mu, var, x[:, 0]) + cgd_penalty(mu_c, var_c, phi, 0.2, 0.1, 1.0) * 512 / (8 * 3 * 16)
+    hist = train_regressor(reg, lambda: ((x,), x[:, 0], 0.0), lambda: ((xc,), 0.2), steps=1, lr=0.0,
+                           lambda_s=0.1, lambda_d=1.0, n_train_batches=3)
+    assert hist[0] == pytest.approx(want.item(), rel=1e-5)
