@@ -283,8 +283,8 @@ def cgd_batches(model, records, values: Tensor, cut: float, batch: int = 64, n_v
     out-of-distribution validation set (labels used only to pick the regularisation strength, as Klarner et al.
     2024). All inputs are noised at levels up to ``t_max`` (default T). Labels are centred on the labelled mean
     and divided by their std; ``standardise=False`` only centres them, keeping the property's own units, as the
-    paper's trainer does (its labels lie in [0, 1] and its variance target tau = 1 is in those units, about 100
-    label variances). Returns the labelled and context batch makers, the validation inputs and labels on that
+    paper's trainer does (its labels lie in [0, 1] and its variance target tau = 1 is in those units: a few
+    hundred label variances). Returns the labelled and context batch makers, the validation inputs and labels on that
     scale, and the labelled mean and the scale (the std, or 1)."""
     lab = labelled_indices(values, cut, n_labelled)
     above = (values > cut).nonzero().flatten()
