@@ -152,8 +152,8 @@ def cgd(args) -> None:
           f"{args.cgd_quantile:.0%} quantile; {n_lab} labelled, {len(recs)} context molecules, {len(val_y)} "
           f"out-of-distribution validation molecules; one-shot model, {info.get('steps', '?')} steps; "
           f"{args.cgd_samples} samples per row, same seeds)\n")
-    print("| regressor | setting | out-of-distribution validation NLL | mean prediction on it (standardised; "
-          "truth %.2f) | train s |" % float(val_y.mean()))
+    print("| regressor | setting | out-of-distribution validation NLL | mean prediction on it (on each "
+          "regressor's label scale; standardised truth %.2f) | train s |" % float(val_y.mean()))
     print("|---|---|---|---|---|")
     regs, best, t_maxes, val_keys = {}, {}, {}, {}
     validation = {(None, None, False): (val_inputs, val_y)}
