@@ -13,8 +13,8 @@ R^2 on the held-out test molecules at several noise levels, and write ``OUT/<nam
 ``--property logp_peak`` is the constructed test :func:`scidiff.graphs.molecules.logp_peak`.
 ``--lambda-s A B .. --lambda-d C D ..`` searches the two CGD scales separately, as the paper does (pairs with
 lambda_d / lambda_s below 1e-3 skipped). ``--t-max N`` trains on noise levels t <= N only. ``--n-labelled N``
-labels only N molecules drawn at random below the cut (the scarce-label setting where the paper finds CGD's gains
-largest); the rest of the training set stays unlabelled context. ``--raw-labels`` keeps the labels' units (QED-type
+labels only N molecules drawn at random below the cut (a scarce-label split, where the unlabelled context
+should matter most); the rest of the training set stays unlabelled context. ``--raw-labels`` keeps the labels' units (QED-type
 targets lie in [0, 1] as the paper's docking objective does, so its variance target tau = 1 and its lambda grid
 mean what they mean there).
 ``--evaluate FILES --bins-by logp`` prints saved regressors' mean predictions by bins of another property, and

@@ -265,8 +265,7 @@ def noisy_inputs(model, records, idx, generator: torch.Generator, t_max: int | N
 
 def labelled_indices(values: Tensor, cut: float, n_labelled: int | None = None, seed: int = 0) -> list[int]:
     """The molecules that carry labels in the CGD split: those with ``values <= cut``, or ``n_labelled`` of them
-    drawn at random (``seed``) for a scarce-label split (Klarner et al. 2024 report CGD's gains to grow as labels
-    get scarce)."""
+    drawn at random (``seed``) for a scarce-label split, where an unlabelled context set should matter most."""
     lab = (values <= cut).nonzero().flatten()
     if n_labelled is not None:
         if not 2 <= n_labelled <= len(lab):
