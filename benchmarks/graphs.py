@@ -155,8 +155,9 @@ def cgd(args) -> None:
     print("| regressor | setting | out-of-distribution validation NLL | mean prediction on it (on each "
           "regressor's label scale; standardised truth %.2f) | train s |" % float(val_y.mean()))
     print("|---|---|---|---|---|")
-    regs, best, t_maxes, val_keys = {}, {}, {}, {}
-    validation = {(None, None, False): (val_inputs, val_y)}
+    default = (None, None, False)  # a kind's split: (t_max, number of labels if scarce, raw label units)
+    regs, best, splits = {}, {}, {}
+    validation = {default: (val_inputs, val_y)}
     if args.cgd_regressors:
         candidates = []
         for path in args.cgd_regressors:
@@ -176,7 +177,7 @@ def cgd(args) -> None:
             if key not in validation:
                 validation[key] = cgd_batches(model, recs, values, cut, t_max=t_max, n_labelled=key[1],
                                               standardise=not raw)[2:4]
-            t_maxes[name], val_keys[name] = t_max, key
+            splits[name] = key
             candidates.append((name, reg, meta["setting"], meta.get("seconds", float("nan"))))
     else:
         candidates = []
@@ -190,7 +191,7 @@ def cgd(args) -> None:
             train_regressor(reg, labelled, ctx, steps=args.cgd_steps, lr=1e-3, n_train_batches=max(n_lab // 64, 1), **kw)
             candidates.append((name, reg.eval(), setting, time.perf_counter() - t0))
     for name, reg, setting, secs in candidates:
-        v_in, v_y = validation[val_keys.get(name, (None, None, False))]
+        v_in, v_y = validation[splits.get(name, default)]
         with torch.no_grad():
             mu, var, _ = reg(*v_in)
             nll = float(gaussian_nll(mu, var, v_y))
@@ -207,7 +208,7 @@ def cgd(args) -> None:
     pooled = {}
     for seed in args.cgd_seeds or [args.cgd_seed]:
         for name, reg, w in runs:
-            guide = property_guidance(reg, w, t_maxes.get(name)) if reg is not None else None
+            guide = property_guidance(reg, w, splits.get(name, default)[0]) if reg is not None else None
             t0 = time.perf_counter()
             graphs, _ = model.sample(args.cgd_samples, generator=torch.Generator().manual_seed(seed), guidance=guide)
             rate = args.cgd_samples / (time.perf_counter() - t0)
